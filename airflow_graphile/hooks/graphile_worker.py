@@ -1,0 +1,606 @@
+"""Hook that runs Graphile Worker's admin functions, built on the Postgres provider's hook.
+
+Every public method runs in one transaction on a new connection, and first checks that
+the worker schema is one this provider understands and that the connection's role can
+see Graphile Worker's private tables (see :meth:`GraphileWorkerHook.schema_info`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from airflow_graphile.exceptions import (
+    GraphileWorkerError,
+    GraphileWorkerInputError,
+    GraphileWorkerPermissionError,
+    GraphileWorkerSchemaError,
+)
+from airflow_graphile.reports import (
+    SKIP_CHANGED,
+    SKIP_LOCKED,
+    SKIP_UNKNOWN,
+    CleanupReport,
+    JobsReport,
+    UnlockReport,
+)
+from airflow_graphile.validation import (
+    CLEANUP_TASKS,
+    DEFAULT_WORKER_SCHEMA,
+    parse_cleanup_tasks,
+    parse_identifiers,
+    parse_job_ids,
+    parse_reason,
+    parse_run_at,
+    parse_smallint,
+    parse_worker_ids,
+    validate_schema_name,
+)
+
+# Schema revisions (max id in <schema>.migrations) this provider is tested against:
+# 18 = Graphile Worker 0.16.x, 19 = 0.17.x, 20 = 0.18.0.
+TESTED_REVISIONS = (18, 19, 20)
+# From revision 19 (0.17.0) locked_by holds the worker pool's id, not the worker's.
+POOL_ID_REVISION = 19
+# Graphile Worker's functions treat a lock older than this as no lock (its 4-hour rule).
+LOCK_TIMEOUT = timedelta(hours=4)
+
+PRIVATE_TABLES = ("_private_jobs", "_private_job_queues", "_private_tasks")
+ADMIN_FUNCTIONS = (
+    "complete_jobs",
+    "permanently_fail_jobs",
+    "reschedule_jobs",
+    "force_unlock_workers",
+)
+JOB_FUNCTIONS = ("complete_jobs", "permanently_fail_jobs", "reschedule_jobs")
+
+
+@dataclass(frozen=True)
+class SchemaInfo:
+    """What the hook found in the worker schema."""
+
+    schema: str
+    revision: int
+    role: str
+
+    @property
+    def tested(self) -> bool:
+        return self.revision in TESTED_REVISIONS
+
+    @property
+    def locked_by_is_pool_id(self) -> bool:
+        """True when ``locked_by`` holds pool ids (``pool-...``), from Graphile Worker 0.17."""
+        return self.revision >= POOL_ID_REVISION
+
+
+class GraphileWorkerHook(PostgresHook):
+    """Run Graphile Worker's admin functions from Airflow.
+
+    :param graphile_worker_conn_id: Airflow connection to the PostgreSQL database that
+        holds Graphile Worker (type ``graphile_worker`` or ``postgres``; the database
+        name goes in the connection's schema field).
+    :param worker_schema: The schema Graphile Worker is installed in. Default: the
+        connection extra ``worker_schema``, else ``graphile_worker``. It is always
+        quoted as an identifier, never interpolated.
+
+    The connection's role must own Graphile Worker's tables (normally: the role that
+    installed its schema) or bypass row-level security; otherwise every call fails
+    with :class:`GraphileWorkerPermissionError` instead of silently changing nothing.
+    """
+
+    conn_name_attr = "graphile_worker_conn_id"
+    default_conn_name = "graphile_worker_default"
+    conn_type = "graphile_worker"
+    hook_name = "Graphile Worker"
+    ignored_extra_options = PostgresHook.ignored_extra_options | {
+        "worker_schema",
+        "extra__graphile_worker__worker_schema",
+    }
+
+    def __init__(
+        self,
+        graphile_worker_conn_id: str = default_conn_name,
+        worker_schema: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(graphile_worker_conn_id=graphile_worker_conn_id, **kwargs)
+        self.graphile_worker_conn_id = graphile_worker_conn_id
+        self._worker_schema = None if worker_schema is None else validate_schema_name(worker_schema)
+        self.schema_info: SchemaInfo | None = None
+
+    @property
+    def worker_schema(self) -> str:
+        """The schema name in use: the argument, else the connection extra, else the default."""
+        if self._worker_schema is None:
+            extra = self.connection.extra_dejson
+            self._worker_schema = validate_schema_name(
+                extra.get("worker_schema")
+                or extra.get("extra__graphile_worker__worker_schema")
+                or DEFAULT_WORKER_SCHEMA
+            )
+        return self._worker_schema
+
+    def _table(self, name: str) -> sql.Identifier:
+        return sql.Identifier(self.worker_schema, name)
+
+    # --- connection and guards -------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = self.get_conn()
+        if not isinstance(conn, psycopg.Connection):
+            conn.close()
+            raise GraphileWorkerError(
+                "airflow-graphile needs psycopg 3 and SQLAlchemy 2 (the Postgres provider "
+                "then uses psycopg 3); install 'psycopg[binary]>=3.1'"
+            )
+        return conn
+
+    @contextmanager
+    def _transaction(
+        self, *, read_only: bool = False, require_tested: bool = False
+    ) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+        """Open a connection, check the schema, and yield a cursor inside one transaction.
+
+        A read-only transaction is also REPEATABLE READ, so every query in it sees
+        the same snapshot.
+        """
+        conn = self._connect()
+        try:
+            conn.read_only = read_only
+            if read_only:
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                info = self._inspect_schema(cur)
+                self._require_usable(info, require_tested=require_tested)
+                yield cur
+        finally:
+            conn.close()
+
+    def _execute(
+        self, cur: psycopg.Cursor[Any], statement: sql.Composed | sql.SQL, params: Any = None
+    ) -> None:
+        self.log.debug("Running: %s", statement.as_string(cur))
+        cur.execute(statement, params)
+
+    def _inspect_schema(self, cur: psycopg.Cursor[dict[str, Any]]) -> SchemaInfo:
+        schema = self.worker_schema
+        self._execute(
+            cur,
+            sql.SQL(
+                """
+                select
+                  exists (select from pg_namespace where nspname = %(schema)s) as schema_exists,
+                  array(
+                    select c.relname::text from pg_class c
+                    join pg_namespace n on n.oid = c.relnamespace
+                    where n.nspname = %(schema)s and c.relname = any(%(tables)s)
+                  ) as tables,
+                  array(
+                    select c.relname::text from pg_class c
+                    join pg_namespace n on n.oid = c.relnamespace
+                    where n.nspname = %(schema)s and c.relname = any(%(tables)s)
+                      and row_security_active(c.oid)
+                    order by c.relname
+                  ) as hidden_tables,
+                  (
+                    select pg_get_userbyid(c.relowner) from pg_class c
+                    join pg_namespace n on n.oid = c.relnamespace
+                    where n.nspname = %(schema)s and c.relname = '_private_jobs'
+                  ) as owner,
+                  array(
+                    select distinct p.proname::text from pg_proc p
+                    join pg_namespace n on n.oid = p.pronamespace
+                    where n.nspname = %(schema)s and p.proname = any(%(functions)s)
+                  ) as functions,
+                  exists (
+                    select from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                    where n.nspname = %(schema)s and c.relname = 'migrations'
+                  ) as has_migrations,
+                  current_user as role,
+                  current_database() as database
+                """
+            ),
+            {"schema": schema, "tables": list(PRIVATE_TABLES), "functions": list(ADMIN_FUNCTIONS)},
+        )
+        found = cur.fetchone()
+        assert found is not None
+        if not found["schema_exists"] or not found["has_migrations"]:
+            raise GraphileWorkerSchemaError(
+                f"Graphile Worker is not installed in schema {schema!r} of database "
+                f"{found['database']!r} (no such schema, or no migrations table). Check the "
+                "connection's database and worker_schema, or install the schema with "
+                "`graphile-worker --schema-only`."
+            )
+        self._execute(
+            cur, sql.SQL("select max(id) as revision from {}").format(self._table("migrations"))
+        )
+        row = cur.fetchone()
+        revision = int(row["revision"]) if row and row["revision"] is not None else 0
+        missing = sorted(
+            (set(PRIVATE_TABLES) - set(found["tables"]))
+            | (set(ADMIN_FUNCTIONS) - set(found["functions"]))
+        )
+        if missing:
+            raise GraphileWorkerSchemaError(
+                f"Schema {schema!r} is at revision {revision} and lacks {', '.join(missing)}: "
+                "it is older than Graphile Worker 0.16 (or not a Graphile Worker schema). "
+                "airflow-graphile needs Graphile Worker 0.16 or newer; upgrade it first."
+            )
+        if found["hidden_tables"]:
+            role, owner = found["role"], found["owner"]
+            raise GraphileWorkerPermissionError(
+                f"Role {role!r} cannot see the rows of "
+                + ", ".join(f"{schema}.{t}" for t in found["hidden_tables"])
+                + f": row-level security is on for those tables with no policies, and {role!r} "
+                f"is not their owner ({owner!r}), a superuser, or a role with BYPASSRLS. Every "
+                "admin call would report success and change nothing. Connect as "
+                f"{owner!r} (the role that installed Graphile Worker's schema), or run "
+                f'GRANT "{owner}" TO "{role}"; or ALTER ROLE "{role}" BYPASSRLS;'
+            )
+        info = SchemaInfo(schema=schema, revision=revision, role=found["role"])
+        self.schema_info = info
+        return info
+
+    def _require_usable(self, info: SchemaInfo, *, require_tested: bool) -> None:
+        if info.tested:
+            return
+        message = (
+            f"Schema {info.schema!r} is at revision {info.revision}; airflow-graphile is tested "
+            f"with revisions {TESTED_REVISIONS[0]}-{TESTED_REVISIONS[-1]} (Graphile Worker "
+            "0.16 to 0.18)."
+        )
+        if require_tested:
+            raise GraphileWorkerSchemaError(
+                message + " Cleanup writes to Graphile Worker's private tables, whose layout "
+                "may have changed; pass allow_untested_schema=True to run it anyway."
+            )
+        self.log.warning("%s Graphile Worker's own SQL functions are called as usual.", message)
+
+    def schema_revision(self) -> int:
+        """Return the worker schema's migration number (``max(id)`` of its migrations table)."""
+        with self._transaction(read_only=True):
+            assert self.schema_info is not None
+            return self.schema_info.revision
+
+    def test_connection(self) -> tuple[bool, str]:  # type: ignore[override]
+        """Check that the connection reaches a usable Graphile Worker schema."""
+        try:
+            revision = self.schema_revision()
+        except Exception as error:
+            return False, str(error)
+        return True, f"Graphile Worker schema {self.worker_schema!r} at revision {revision}"
+
+    # --- complete / permanently fail / reschedule ------------------------------------
+
+    def complete_jobs(self, job_ids: Any) -> list[dict[str, Any]]:
+        """Delete the given jobs, as Graphile Worker's ``complete_jobs`` does.
+
+        Jobs locked less than 4 hours ago, and unknown ids, are skipped silently:
+        the rows returned (the deleted jobs) can be fewer than the ids asked for.
+        Use :meth:`run_job_function` to learn why each id was skipped.
+        """
+        return self.run_job_function("complete_jobs", job_ids).rows
+
+    def permanently_fail_jobs(
+        self, job_ids: Any, reason: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Mark jobs as permanently failed: attempts = max_attempts, last_error = ``reason``.
+
+        ``reason=None`` uses Graphile Worker's default message. Locked jobs are skipped.
+        Returns the updated rows.
+        """
+        return self.run_job_function("permanently_fail_jobs", job_ids, reason=reason).rows
+
+    def reschedule_jobs(
+        self,
+        job_ids: Any,
+        *,
+        run_at: datetime | str | None = None,
+        priority: int | None = None,
+        attempts: int | None = None,
+        max_attempts: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Change run_at, priority, attempts and/or max_attempts; None leaves a column as is.
+
+        Locked jobs are skipped. Returns the updated rows.
+        """
+        return self.run_job_function(
+            "reschedule_jobs",
+            job_ids,
+            run_at=run_at,
+            priority=priority,
+            attempts=attempts,
+            max_attempts=max_attempts,
+        ).rows
+
+    def run_job_function(
+        self, function: str, job_ids: Any, *, dry_run: bool = False, **arguments: Any
+    ) -> JobsReport:
+        """Call one of Graphile Worker's three job functions and explain the result.
+
+        ``function`` is ``complete_jobs``, ``permanently_fail_jobs`` or ``reschedule_jobs``;
+        ``arguments`` are the keyword arguments of the hook method of that name.
+
+        All arguments are checked before anything is sent. With ``dry_run=True`` nothing is
+        changed: a read-only transaction reports which jobs the call would change and which
+        it would skip, by Graphile Worker's rule (a job locked less than 4 hours ago is
+        skipped). An empty ``job_ids`` is a no-op that does not touch the database.
+        """
+        call, params = self._job_function_call(function, arguments)
+        ids = parse_job_ids(job_ids)
+        if not ids:
+            return JobsReport(function, [], [], [], dry_run=dry_run)
+        with self._transaction(read_only=dry_run) as cur:
+            if dry_run:
+                rows, skipped = self._preview_job_function(cur, ids)
+            else:
+                self._execute(
+                    cur,
+                    sql.SQL(
+                        "select coalesce(json_agg(j order by j.id), '[]') as rows from {} as j"
+                    ).format(call),
+                    {"job_ids": ids, **params},
+                )
+                result = cur.fetchone()
+                rows = result["rows"] if result else []
+                skipped = self._explain_skipped(cur, ids, {row["id"] for row in rows})
+        return JobsReport(function, ids, rows, skipped, dry_run=dry_run)
+
+    def _job_function_call(
+        self, function: str, arguments: dict[str, Any]
+    ) -> tuple[sql.Composable, dict[str, Any]]:
+        name = sql.Identifier(self.worker_schema, function)
+        if function == "complete_jobs" and not arguments:
+            return sql.SQL("{}(%(job_ids)s::bigint[])").format(name), {}
+        if function == "permanently_fail_jobs" and set(arguments) <= {"reason"}:
+            reason = {"reason": parse_reason(arguments.get("reason"))}
+            return sql.SQL("{}(%(job_ids)s::bigint[], %(reason)s::text)").format(name), reason
+        if function == "reschedule_jobs" and set(arguments) <= {
+            "run_at",
+            "priority",
+            "attempts",
+            "max_attempts",
+        }:
+            changes: dict[str, Any] = {
+                "run_at": parse_run_at(arguments.get("run_at")),
+                "priority": parse_smallint(arguments.get("priority"), "priority"),
+                "attempts": parse_smallint(arguments.get("attempts"), "attempts", minimum=0),
+                "max_attempts": parse_smallint(
+                    arguments.get("max_attempts"), "max_attempts", minimum=1
+                ),
+            }
+            _check_reschedule(changes)
+            return (
+                sql.SQL(
+                    "{}(%(job_ids)s::bigint[], run_at => %(run_at)s::timestamptz, "
+                    "priority => %(priority)s::int, attempts => %(attempts)s::int, "
+                    "max_attempts => %(max_attempts)s::int)"
+                ).format(name),
+                changes,
+            )
+        if function not in JOB_FUNCTIONS:
+            raise GraphileWorkerError(
+                f"Unknown job function {function!r}; expected one of {', '.join(JOB_FUNCTIONS)}"
+            )
+        raise GraphileWorkerError(
+            f"{function} does not take the argument(s) {', '.join(sorted(arguments))}"
+        )
+
+    def _explain_skipped(
+        self, cur: psycopg.Cursor[dict[str, Any]], ids: list[int], changed: set[int]
+    ) -> list[dict[str, Any]]:
+        """Say why each id that the function left alone was skipped (same transaction)."""
+        left = [job_id for job_id in ids if job_id not in changed]
+        if not left:
+            return []
+        self._execute(
+            cur,
+            sql.SQL(
+                "select id, locked_by, locked_at from {} where id = any(%(ids)s::bigint[])"
+            ).format(self._table("_private_jobs")),
+            {"ids": left},
+        )
+        found = {row["id"]: row for row in cur.fetchall()}
+        skipped = []
+        for job_id in sorted(left):
+            row = found.get(job_id)
+            if row is None:
+                skipped.append({"id": job_id, "reason": SKIP_UNKNOWN})
+            elif row["locked_at"] is not None:
+                skipped.append(_locked(row))
+            else:
+                skipped.append({"id": job_id, "reason": SKIP_CHANGED})
+        return skipped
+
+    def _preview_job_function(
+        self, cur: psycopg.Cursor[dict[str, Any]], ids: list[int]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        self._execute(
+            cur,
+            sql.SQL(
+                "select j.id, j.locked_by, j.locked_at, "
+                "coalesce(j.locked_at >= now() - %(timeout)s::interval, false) as locked, "
+                "to_json(j) as row from {} as j where j.id = any(%(ids)s::bigint[]) order by j.id"
+            ).format(self._table("_private_jobs")),
+            {"ids": ids, "timeout": LOCK_TIMEOUT},
+        )
+        found = {row["id"]: row for row in cur.fetchall()}
+        rows = [row["row"] for row in found.values() if not row["locked"]]
+        skipped = []
+        for job_id in sorted(ids):
+            row = found.get(job_id)
+            if row is None:
+                skipped.append({"id": job_id, "reason": SKIP_UNKNOWN})
+            elif row["locked"]:
+                skipped.append(_locked(row))
+        return rows, skipped
+
+    # --- force unlock ----------------------------------------------------------------
+
+    def force_unlock_workers(self, worker_ids: Any, *, dry_run: bool = False) -> UnlockReport:
+        """Release every job and queue lock held by the given worker ids, whatever its age.
+
+        DANGER: only for workers that are dead. Unlocking a live worker's jobs lets another
+        worker run them a second time while the first is still running them.
+
+        Since Graphile Worker 0.17, ``locked_by`` holds the worker *pool* id (``pool-...``),
+        not the ``worker-...`` id its logs show. Returns the jobs and queues the ids held,
+        read (and row-locked) in the same transaction as the unlock. The attempt a crashed
+        run used is not given back, as in Graphile Worker. An empty list is a no-op.
+        """
+        ids = parse_worker_ids(worker_ids)
+        report = UnlockReport(requested=ids, dry_run=dry_run)
+        if not ids:
+            return report
+        with self._transaction(read_only=dry_run) as cur:
+            lock = sql.SQL("" if dry_run else " for update")
+            self._execute(
+                cur,
+                sql.SQL(
+                    "select id, locked_by, locked_at from {} "
+                    "where locked_by = any(%(ids)s::text[]) order by id{}"
+                ).format(self._table("_private_jobs"), lock),
+                {"ids": ids},
+            )
+            report.jobs = [_jsonable(row) for row in cur.fetchall()]
+            self._execute(
+                cur,
+                sql.SQL(
+                    "select queue_name, locked_by, locked_at from {} "
+                    "where locked_by = any(%(ids)s::text[]) order by queue_name{}"
+                ).format(self._table("_private_job_queues"), lock),
+                {"ids": ids},
+            )
+            report.queues = [_jsonable(row) for row in cur.fetchall()]
+            if not dry_run:
+                self._execute(
+                    cur,
+                    sql.SQL("select {}(%(ids)s::text[])").format(
+                        sql.Identifier(self.worker_schema, "force_unlock_workers")
+                    ),
+                    {"ids": ids},
+                )
+            assert self.schema_info is not None
+            if self.schema_info.locked_by_is_pool_id:
+                worker_style = [w for w in report.idle_workers if w.startswith("worker-")]
+                if worker_style:
+                    report.hint = (
+                        "this schema (revision >= 19, Graphile Worker 0.17+) records pool ids "
+                        "(pool-...) in locked_by, so worker-... ids never hold locks: "
+                        + ", ".join(worker_style)
+                    )
+        return report
+
+    # --- cleanup ---------------------------------------------------------------------
+
+    def cleanup(
+        self,
+        tasks: Any,
+        *,
+        task_identifiers_to_keep: Any = (),
+        dry_run: bool = False,
+        allow_untested_schema: bool = False,
+    ) -> CleanupReport:
+        """Run Graphile Worker's cleanup steps, with its semantics and in its order.
+
+        Steps (any subset, always run in this order, each in its own transaction, as
+        Graphile Worker runs them):
+
+        - ``DELETE_PERMAFAILED_JOBS``: delete unlocked jobs whose attempts reached max_attempts.
+        - ``GC_TASK_IDENTIFIERS``: delete task identifiers no job uses, except
+          ``task_identifiers_to_keep``. DANGER: unsafe while any worker runs (workers cache
+          task ids; a re-created identifier gets a new id they will not match).
+        - ``GC_JOB_QUEUES``: delete unlocked queues no job uses.
+
+        Returns the rows each step removed. ``dry_run=True`` counts what each step would
+        remove, in one read-only snapshot, allowing for the steps before it. These
+        statements touch Graphile Worker's private tables, so they refuse to run on a
+        schema revision this provider was not tested with unless ``allow_untested_schema``.
+        """
+        steps = parse_cleanup_tasks(tasks)
+        keep = parse_identifiers(task_identifiers_to_keep, "task_identifiers_to_keep")
+        report = CleanupReport(removed={}, task_identifiers_to_keep=keep, dry_run=dry_run)
+        require_tested = not allow_untested_schema
+        if dry_run:
+            with self._transaction(read_only=True, require_tested=require_tested) as cur:
+                after_delete = "DELETE_PERMAFAILED_JOBS" in steps
+                for step in steps:
+                    table, where = self._cleanup_target(step, skip_permafailed=after_delete)
+                    self._execute(
+                        cur,
+                        sql.SQL("select count(*) as n from {} where {}").format(table, where),
+                        {"keep": keep},
+                    )
+                    counted = cur.fetchone()
+                    report.removed[step] = int(counted["n"]) if counted else 0
+            return report
+        for step in steps:
+            with self._transaction(require_tested=require_tested) as cur:
+                table, where = self._cleanup_target(step, skip_permafailed=False)
+                self._execute(
+                    cur, sql.SQL("delete from {} where {}").format(table, where), {"keep": keep}
+                )
+                report.removed[step] = cur.rowcount
+        return report
+
+    def _cleanup_target(
+        self, step: str, *, skip_permafailed: bool
+    ) -> tuple[sql.Composed, sql.Composed | sql.SQL]:
+        """Return the table (with alias) and condition of a cleanup step.
+
+        ``skip_permafailed`` makes the garbage-collection steps ignore the jobs that
+        DELETE_PERMAFAILED_JOBS would have removed before them (used by dry runs).
+        """
+        jobs = self._table("_private_jobs")
+        permafailed = sql.SQL("jobs.attempts = jobs.max_attempts and jobs.locked_at is null")
+        remaining: sql.Composable = sql.SQL("")
+        if skip_permafailed:
+            remaining = sql.SQL(" and not ({})").format(permafailed)
+        if step == "DELETE_PERMAFAILED_JOBS":
+            return sql.SQL("{} as jobs").format(jobs), permafailed
+        if step == "GC_TASK_IDENTIFIERS":
+            return sql.SQL("{} as tasks").format(self._table("_private_tasks")), sql.SQL(
+                "tasks.identifier <> all(%(keep)s::text[]) and not exists ("
+                "select from {} as jobs where jobs.task_id = tasks.id{})"
+            ).format(jobs, remaining)
+        if step == "GC_JOB_QUEUES":
+            return sql.SQL("{} as job_queues").format(self._table("_private_job_queues")), sql.SQL(
+                "job_queues.locked_at is null and not exists ("
+                "select from {} as jobs where jobs.job_queue_id = job_queues.id{})"
+            ).format(jobs, remaining)
+        raise GraphileWorkerError(
+            f"Unknown cleanup step {step!r}; allowed: {', '.join(CLEANUP_TASKS)}"
+        )
+
+
+def _check_reschedule(params: dict[str, Any]) -> None:
+    if all(value is None for value in params.values()):
+        raise GraphileWorkerInputError(
+            "reschedule_jobs: nothing to change; give run_at, priority, attempts or max_attempts"
+        )
+    attempts, max_attempts = params["attempts"], params["max_attempts"]
+    if attempts is not None and max_attempts is not None and attempts > max_attempts:
+        raise GraphileWorkerInputError(
+            f"attempts: {attempts} is more than max_attempts {max_attempts}"
+        )
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _locked(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "reason": SKIP_LOCKED,
+        "locked_by": row["locked_by"],
+        "locked_at": row["locked_at"].isoformat(),
+    }

@@ -1,0 +1,69 @@
+"""What the Graphile Worker operators share: connection arguments, dry run, the hook."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_graphile.validation import parse_bool, parse_job_ids, validate_schema_name
+
+if TYPE_CHECKING:
+    from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+
+
+class GraphileWorkerBaseOperator(BaseOperator):
+    """Base class: holds the connection id, the worker schema and the dry-run flag.
+
+    :param graphile_worker_conn_id: Airflow connection to Graphile Worker's database.
+    :param worker_schema: Schema Graphile Worker is installed in; default: the
+        connection extra ``worker_schema``, else ``graphile_worker``.
+    :param dry_run: When true, change nothing and report what would change and what
+        would be skipped.
+    """
+
+    # The dry-run flag is stored as dry_run_setting: BaseOperator already has a dry_run() method.
+    template_fields: Sequence[str] = (
+        "graphile_worker_conn_id",
+        "worker_schema",
+        "dry_run_setting",
+    )
+    ui_color = "#ffd9b3"
+
+    def __init__(
+        self,
+        *,
+        graphile_worker_conn_id: str = "graphile_worker_default",
+        worker_schema: str | None = None,
+        dry_run: bool | str = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.graphile_worker_conn_id = graphile_worker_conn_id
+        self.worker_schema = worker_schema
+        self.dry_run_setting = dry_run
+
+    def get_hook(self) -> GraphileWorkerHook:
+        # Imported here so that parsing a DAG file does not import psycopg.
+        from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+
+        schema = self.worker_schema
+        if schema is not None and schema != "":
+            schema = validate_schema_name(schema)
+        return GraphileWorkerHook(
+            graphile_worker_conn_id=self.graphile_worker_conn_id, worker_schema=schema or None
+        )
+
+    def is_dry_run(self) -> bool:
+        return parse_bool(self.dry_run_setting, "dry_run")
+
+    def run_job_function(self, function: str, job_ids: Any, **arguments: Any) -> dict[str, Any]:
+        """Check the ids, call the hook's job function, log the summary, return the XCom."""
+        ids = parse_job_ids(job_ids)
+        dry_run = self.is_dry_run()
+        if not ids:
+            self.log.info("%s: job_ids is empty, nothing to do", function)
+        report = self.get_hook().run_job_function(function, ids, dry_run=dry_run, **arguments)
+        self.log.info("%s", report.summary())
+        return report.to_xcom()

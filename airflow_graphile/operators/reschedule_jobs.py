@@ -1,0 +1,73 @@
+"""Reschedule Graphile Worker jobs by id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import Context
+
+from airflow_graphile.exceptions import GraphileWorkerInputError
+from airflow_graphile.operators.base import GraphileWorkerBaseOperator
+from airflow_graphile.validation import parse_run_at, parse_smallint
+
+
+class GraphileWorkerRescheduleJobsOperator(GraphileWorkerBaseOperator):
+    """Change when and how jobs run, through Graphile Worker's ``reschedule_jobs``.
+
+    Each argument left as None keeps that column unchanged; at least one must be given.
+    Unlike Graphile Worker's JavaScript wrapper, 0 is a value here, not "unchanged".
+    Jobs locked by a worker less than 4 hours ago are skipped, as Graphile Worker skips them.
+
+    :param job_ids: Job ids: a list, an XCom result, or a string holding a JSON list
+        (templated). An empty list is a logged no-op.
+    :param run_at: New run time: a time-zone-aware datetime or an ISO 8601 string with
+        an offset, e.g. ``2026-01-31T18:00:00+00:00`` (templated).
+    :param priority: New priority, -32768 to 32767; lower runs first (templated).
+    :param attempts: New attempt count, 0 to 32767; 0 gives the job all its retries back
+        (templated).
+    :param max_attempts: New maximum attempts, 1 to 32767 (templated).
+
+    Returns (XCom) ``{"function", "dry_run", "requested", "affected", "skipped"}``.
+    """
+
+    template_fields: Sequence[str] = (
+        *GraphileWorkerBaseOperator.template_fields,
+        "job_ids",
+        "run_at",
+        "priority",
+        "attempts",
+        "max_attempts",
+    )
+
+    def __init__(
+        self,
+        *,
+        job_ids: Any,
+        run_at: datetime | str | None = None,
+        priority: int | str | None = None,
+        attempts: int | str | None = None,
+        max_attempts: int | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_ids = job_ids
+        self.run_at = run_at
+        self.priority = priority
+        self.attempts = attempts
+        self.max_attempts = max_attempts
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        changes = {
+            "run_at": parse_run_at(self.run_at),
+            "priority": parse_smallint(self.priority, "priority"),
+            "attempts": parse_smallint(self.attempts, "attempts", minimum=0),
+            "max_attempts": parse_smallint(self.max_attempts, "max_attempts", minimum=1),
+        }
+        if all(value is None for value in changes.values()):
+            raise GraphileWorkerInputError(
+                "reschedule_jobs: nothing to change; give run_at, priority, attempts or "
+                "max_attempts"
+            )
+        return self.run_job_function("reschedule_jobs", self.job_ids, **changes)

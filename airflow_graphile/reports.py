@@ -1,0 +1,160 @@
+"""What an admin call did, as JSON-safe values for XCom and as a summary for the log.
+
+Pure Python, so operators can use it without importing the hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Why a job asked for was not changed.
+SKIP_LOCKED = "locked"
+SKIP_UNKNOWN = "unknown"
+# The row appeared or changed between the function call and our look-up (a race).
+SKIP_CHANGED = "changed concurrently"
+
+_SHOWN = 10
+
+
+def short_list(values: list[Any], limit: int = _SHOWN) -> str:
+    """Render a list for a log line, eliding the middle of long ones."""
+    if len(values) <= limit:
+        return ", ".join(str(v) for v in values)
+    return ", ".join(str(v) for v in values[:limit]) + f", ... (+{len(values) - limit} more)"
+
+
+@dataclass
+class JobsReport:
+    """The outcome of complete / permanently fail / reschedule for a list of job ids.
+
+    ``rows`` are the job rows Graphile Worker's function returned (for a dry run, the
+    current rows of the jobs it would change). ``skipped`` has one entry per id that
+    was not changed, with the reason: ``locked`` (a lock younger than 4 hours, with
+    ``locked_by`` and ``locked_at``) or ``unknown`` (no such job).
+    """
+
+    function: str
+    requested: list[int]
+    rows: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    dry_run: bool = False
+
+    @property
+    def affected(self) -> list[int]:
+        return sorted(row["id"] for row in self.rows)
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "function": self.function,
+            "dry_run": self.dry_run,
+            "requested": self.requested,
+            "affected": self.affected,
+            "skipped": self.skipped,
+        }
+
+    def summary(self) -> str:
+        verb = "would change" if self.dry_run else "changed"
+        head = (
+            f"{self.function}: {len(self.requested)} requested, {verb} {len(self.rows)}, "
+            f"skipped {len(self.skipped)}"
+        )
+        lines = [head + (" (dry run: nothing was changed)" if self.dry_run else "")]
+        if self.rows:
+            lines.append(f"  {verb}: {short_list(self.affected)}")
+        locked = [s for s in self.skipped if s["reason"] == SKIP_LOCKED]
+        if locked:
+            lines.append(
+                "  skipped, locked by a worker less than 4 hours ago (Graphile Worker leaves "
+                "these alone): "
+                + short_list(
+                    [f"{s['id']} (by {s['locked_by']} at {s['locked_at']})" for s in locked]
+                )
+            )
+        unknown = [s["id"] for s in self.skipped if s["reason"] == SKIP_UNKNOWN]
+        if unknown:
+            lines.append(f"  skipped, no such job: {short_list(unknown)}")
+        changed = [s["id"] for s in self.skipped if s["reason"] == SKIP_CHANGED]
+        if changed:
+            lines.append(f"  skipped, changed by someone else meanwhile: {short_list(changed)}")
+        return "\n".join(lines)
+
+
+@dataclass
+class UnlockReport:
+    """The locks ``force_unlock_workers`` released (or, in a dry run, would release)."""
+
+    requested: list[str]
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    queues: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
+    hint: str | None = None
+
+    def by_worker(self) -> dict[str, dict[str, list[Any]]]:
+        held: dict[str, dict[str, list[Any]]] = {
+            worker: {"job_ids": [], "queue_names": []} for worker in self.requested
+        }
+        for job in self.jobs:
+            held[job["locked_by"]]["job_ids"].append(job["id"])
+        for queue in self.queues:
+            held[queue["locked_by"]]["queue_names"].append(queue["queue_name"])
+        return held
+
+    @property
+    def idle_workers(self) -> list[str]:
+        """Requested ids that held no lock at all."""
+        held = self.by_worker()
+        return [w for w in self.requested if not held[w]["job_ids"] and not held[w]["queue_names"]]
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "function": "force_unlock_workers",
+            "dry_run": self.dry_run,
+            "requested": self.requested,
+            "unlocked_job_ids": sorted(job["id"] for job in self.jobs),
+            "unlocked_queue_names": sorted(queue["queue_name"] for queue in self.queues),
+            "by_worker": self.by_worker(),
+            "held_nothing": self.idle_workers,
+        }
+
+    def summary(self) -> str:
+        verb = "would unlock" if self.dry_run else "unlocked"
+        lines = [
+            f"force_unlock_workers: {len(self.requested)} worker id(s), {verb} "
+            f"{len(self.jobs)} job(s) and {len(self.queues)} queue(s)"
+            + (" (dry run: nothing was changed)" if self.dry_run else "")
+        ]
+        for worker, held in self.by_worker().items():
+            if held["job_ids"] or held["queue_names"]:
+                lines.append(
+                    f"  {worker}: jobs {short_list(held['job_ids']) or '-'}; "
+                    f"queues {short_list(held['queue_names']) or '-'}"
+                )
+        if self.idle_workers:
+            lines.append(f"  held no locks: {short_list(self.idle_workers)}")
+        if self.hint:
+            lines.append(f"  note: {self.hint}")
+        return "\n".join(lines)
+
+
+@dataclass
+class CleanupReport:
+    """Rows each cleanup step removed (or, in a dry run, would remove), in run order."""
+
+    removed: dict[str, int]
+    task_identifiers_to_keep: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "function": "cleanup",
+            "dry_run": self.dry_run,
+            "tasks": list(self.removed),
+            "removed": dict(self.removed),
+            "task_identifiers_to_keep": self.task_identifiers_to_keep,
+        }
+
+    def summary(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        steps = ", ".join(f"{task} {verb} {count}" for task, count in self.removed.items())
+        return f"cleanup: {steps}" + (" (dry run: nothing was changed)" if self.dry_run else "")

@@ -1,0 +1,276 @@
+"""Checks and conversions for the values users pass to the hook and the operators.
+
+Every function here is pure: it raises :class:`GraphileWorkerInputError`, naming
+the bad value, before anything is sent to the database. Values may arrive as
+Python objects (literals, XCom results) or as strings (Jinja renders lists as
+text, and the Airflow trigger form sends text), so list arguments also accept a
+string holding a JSON or Python list.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow_graphile.exceptions import GraphileWorkerInputError
+
+BIGINT_MAX = 2**63 - 1
+SMALLINT_MIN = -(2**15)
+SMALLINT_MAX = 2**15 - 1
+# PostgreSQL silently truncates longer identifiers, which would address another schema.
+IDENTIFIER_MAX_BYTES = 63
+DEFAULT_WORKER_SCHEMA = "graphile_worker"
+
+# Graphile Worker's cleanup steps, in the order it runs them.
+CLEANUP_TASKS: tuple[str, ...] = (
+    "DELETE_PERMAFAILED_JOBS",
+    "GC_TASK_IDENTIFIERS",
+    "GC_JOB_QUEUES",
+)
+
+_SHOWN = 10
+
+
+def _show(values: Iterable[Any]) -> str:
+    items = list(values)
+    shown = ", ".join(repr(v) for v in items[:_SHOWN])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > _SHOWN else "")
+
+
+def _parse_text(value: str, name: str) -> Any:
+    text = value.strip()
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise GraphileWorkerInputError(
+            f"{name}: cannot read {value!r} as a list; pass a list such as [1, 2, 3] "
+            "or a JSON list in a string"
+        ) from None
+
+
+def _as_list(value: Any, name: str) -> list[Any]:
+    """Turn a list, a tuple, or a string holding one, into a list.
+
+    A lone scalar becomes a one-item list. Sets are refused: their order is arbitrary.
+    """
+    if isinstance(value, str):
+        value = _parse_text(value, name)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, (set, frozenset, dict)) or value is None:
+        raise GraphileWorkerInputError(
+            f"{name}: expected a list, got {type(value).__name__} {value!r}"
+        )
+    return [value]
+
+
+def _reject_duplicates(values: list[Any], name: str) -> None:
+    seen: set[Any] = set()
+    duplicates = []
+    for value in values:
+        if value in seen and value not in duplicates:
+            duplicates.append(value)
+        seen.add(value)
+    if duplicates:
+        raise GraphileWorkerInputError(f"{name}: duplicate values {_show(duplicates)}")
+
+
+def _job_id(value: Any, name: str) -> int:
+    if isinstance(value, bool):
+        raise GraphileWorkerInputError(f"{name}: {value!r} is not a job id (an integer)")
+    if isinstance(value, str) and value.strip().lstrip("+").isdigit():
+        # Graphile Worker's JavaScript API hands out job ids as strings.
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise GraphileWorkerInputError(f"{name}: {value!r} is not a job id (an integer)")
+    if not 1 <= value <= BIGINT_MAX:
+        raise GraphileWorkerInputError(
+            f"{name}: {value} is out of range; job ids are from 1 to {BIGINT_MAX}"
+        )
+    return value
+
+
+def parse_job_ids(value: Any, name: str = "job_ids") -> list[int]:
+    """Return the job ids as a list of distinct positive bigints, in the order given.
+
+    Accepts a list or tuple of integers (or of decimal strings, as Graphile Worker's
+    JavaScript API gives them), one integer, or a string holding a JSON or Python list.
+    An empty list is valid and means "nothing to do".
+    """
+    ids = [_job_id(item, name) for item in _as_list(value, name)]
+    _reject_duplicates(ids, name)
+    return ids
+
+
+def parse_worker_ids(value: Any, name: str = "worker_ids") -> list[str]:
+    """Return the worker (or pool) ids as a list of distinct, non-empty strings.
+
+    Accepts a list, a string holding a JSON or Python list, or one id as a plain string.
+    An empty list is valid and means "nothing to do".
+    """
+    if isinstance(value, str) and not value.strip().startswith(("[", "(")):
+        items: list[Any] = [value]
+    else:
+        items = _as_list(value, name)
+    ids = []
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            raise GraphileWorkerInputError(
+                f"{name}: {item!r} is not a worker id (a non-empty string)"
+            )
+        if item != item.strip() or "," in item:
+            raise GraphileWorkerInputError(
+                f"{name}: {item!r} has a comma or surrounding spaces; pass one id per list item"
+            )
+        ids.append(item)
+    _reject_duplicates(ids, name)
+    return ids
+
+
+def parse_identifiers(value: Any, name: str) -> list[str]:
+    """Return a list of distinct non-empty strings (task identifiers, queue names)."""
+    if value is None or value == "":
+        return []
+    items = _as_list(value, name)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise GraphileWorkerInputError(f"{name}: {item!r} is not a non-empty string")
+    _reject_duplicates(items, name)
+    return items
+
+
+def parse_cleanup_tasks(value: Any) -> list[str]:
+    """Return the cleanup steps asked for, in the order Graphile Worker runs them.
+
+    Accepts a list of step names, a string holding a JSON list, or a comma-separated
+    string as Graphile Worker's ``--cleanup`` option takes it.
+    """
+    if isinstance(value, str) and not value.strip().startswith("["):
+        items: list[Any] = [part.strip() for part in value.split(",") if part.strip()]
+    else:
+        items = _as_list(value, "tasks")
+    unknown = [item for item in items if item not in CLEANUP_TASKS]
+    if unknown or not items:
+        raise GraphileWorkerInputError(
+            f"tasks: invalid cleanup tasks {_show(unknown) if unknown else '(none given)'}; "
+            f"allowed values: {', '.join(CLEANUP_TASKS)}"
+        )
+    return [task for task in CLEANUP_TASKS if task in items]
+
+
+def parse_run_at(value: Any) -> datetime | None:
+    """Return ``run_at`` as a time-zone-aware datetime, or None for "leave unchanged".
+
+    Accepts an aware datetime or an ISO 8601 string with an offset (``Z`` or ``+02:00``).
+    A naive time is refused: it is ambiguous, and PostgreSQL would read it in the
+    session's time zone.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise GraphileWorkerInputError(
+                f"run_at: cannot parse {value!r}; use ISO 8601 with a time zone, "
+                "e.g. 2026-01-31T18:00:00+00:00"
+            ) from None
+    elif isinstance(value, datetime):
+        parsed = value
+    else:
+        raise GraphileWorkerInputError(
+            f"run_at: expected a datetime or an ISO 8601 string, got {type(value).__name__} "
+            f"{value!r}"
+        )
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise GraphileWorkerInputError(
+            f"run_at: {value!r} has no time zone; add one, e.g. "
+            f"{parsed.replace(tzinfo=None).isoformat()}+00:00"
+        )
+    return parsed
+
+
+def parse_smallint(value: Any, name: str, minimum: int = SMALLINT_MIN) -> int | None:
+    """Return an integer in ``[minimum, 32767]`` (Graphile Worker stores it as smallint).
+
+    None or an empty string means "not given". Decimal strings are accepted, since
+    templates and forms produce text.
+    """
+    if value is None or value == "":
+        return None
+    number = value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        number = int(value.strip())
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise GraphileWorkerInputError(f"{name}: {value!r} is not an integer")
+    if not minimum <= number <= SMALLINT_MAX:
+        raise GraphileWorkerInputError(
+            f"{name}: {number} is out of range; Graphile Worker allows {minimum} to {SMALLINT_MAX}"
+        )
+    return number
+
+
+def parse_reason(value: Any) -> str | None:
+    """Return the failure reason, or None for Graphile Worker's default message."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise GraphileWorkerInputError(
+            f"reason: expected text, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def parse_duration(value: Any, name: str) -> timedelta:
+    """Return a non-negative duration given as a timedelta or a number of seconds."""
+    if isinstance(value, timedelta):
+        duration = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        duration = timedelta(seconds=value)
+    elif isinstance(value, str):
+        try:
+            duration = timedelta(seconds=float(value))
+        except ValueError:
+            raise GraphileWorkerInputError(
+                f"{name}: {value!r} is not a number of seconds"
+            ) from None
+    else:
+        raise GraphileWorkerInputError(
+            f"{name}: expected a timedelta or seconds, got {type(value).__name__} {value!r}"
+        )
+    if duration < timedelta(0):
+        raise GraphileWorkerInputError(f"{name}: {value!r} is negative")
+    return duration
+
+
+def validate_schema_name(value: Any) -> str:
+    """Return the worker schema name if PostgreSQL can address it exactly.
+
+    Any characters are allowed (the name is always quoted as an identifier); an empty
+    name, a NUL byte, or more than 63 bytes (PostgreSQL would truncate it) is refused.
+    """
+    if not isinstance(value, str) or not value:
+        raise GraphileWorkerInputError(f"worker_schema: {value!r} is not a schema name")
+    if "\x00" in value or len(value.encode()) > IDENTIFIER_MAX_BYTES:
+        raise GraphileWorkerInputError(
+            f"worker_schema: {value!r} is not a valid PostgreSQL identifier "
+            f"(at most {IDENTIFIER_MAX_BYTES} bytes, no NUL)"
+        )
+    return value
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    """Return a flag given as a bool or as the text a template renders ("True", "false")."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise GraphileWorkerInputError(f"{name}: expected true or false, got {value!r}")
