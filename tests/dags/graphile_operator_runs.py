@@ -1,0 +1,107 @@
+"""DAGs the operator tests run for real: every input comes from the run's conf.
+
+``*_native`` DAGs render templates to Python objects; ``*_text`` DAGs render them to
+strings, as most Airflow deployments do, so lists arrive as their text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, task
+
+from airflow_graphile.operators import (
+    GraphileWorkerCleanupOperator,
+    GraphileWorkerCompleteJobsOperator,
+    GraphileWorkerForceUnlockWorkersOperator,
+    GraphileWorkerPermanentlyFailJobsOperator,
+    GraphileWorkerRescheduleJobsOperator,
+)
+
+PARAMS: dict[str, Any] = {
+    "conn_id": "graphile_worker_default",
+    "dry_run": False,
+    "job_ids": [],
+    "worker_ids": [],
+    "reason": None,
+    "run_at": None,
+    "priority": None,
+    "attempts": None,
+    "max_attempts": None,
+    "tasks": [],
+    "keep": [],
+}
+
+
+DAGS: dict[str, DAG] = {}
+
+
+def _dag(dag_id: str, native: bool) -> DAG:
+    DAGS[dag_id] = DAG(
+        dag_id,
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        params=PARAMS,
+        render_template_as_native_obj=native,
+        default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=1)},
+    )
+    return DAGS[dag_id]
+
+
+COMMON = {
+    "graphile_worker_conn_id": "{{ params.conn_id }}",
+    "dry_run": "{{ params.dry_run }}",
+}
+
+for style, native in (("native", True), ("text", False)):
+    with _dag(f"gw_test_complete_{style}", native):
+        GraphileWorkerCompleteJobsOperator(
+            task_id="complete", job_ids="{{ params.job_ids }}", **COMMON
+        )
+
+    with _dag(f"gw_test_permanently_fail_{style}", native):
+        GraphileWorkerPermanentlyFailJobsOperator(
+            task_id="permanently_fail",
+            job_ids="{{ params.job_ids }}",
+            reason="{{ params.reason or '' }}",
+            **COMMON,
+        )
+
+    with _dag(f"gw_test_reschedule_{style}", native):
+        GraphileWorkerRescheduleJobsOperator(
+            task_id="reschedule",
+            job_ids="{{ params.job_ids }}",
+            run_at="{{ params.run_at or '' }}",
+            priority="{{ params.priority if params.priority is not none else '' }}",
+            attempts="{{ params.attempts if params.attempts is not none else '' }}",
+            max_attempts="{{ params.max_attempts if params.max_attempts is not none else '' }}",
+            **COMMON,
+        )
+
+    with _dag(f"gw_test_force_unlock_{style}", native):
+        GraphileWorkerForceUnlockWorkersOperator(
+            task_id="force_unlock", worker_ids="{{ params.worker_ids }}", **COMMON
+        )
+
+    with _dag(f"gw_test_cleanup_{style}", native):
+        GraphileWorkerCleanupOperator(
+            task_id="cleanup",
+            tasks="{{ params.tasks }}",
+            task_identifiers_to_keep="{{ params.keep }}",
+            **COMMON,
+        )
+
+
+with _dag("gw_test_ids_from_xcom", native=False):
+
+    @task
+    def pick_jobs(**context: Any) -> list[int]:
+        return list(context["params"]["job_ids"])
+
+    GraphileWorkerCompleteJobsOperator(
+        task_id="complete",
+        job_ids=pick_jobs(),
+        graphile_worker_conn_id="{{ params.conn_id }}",
+    )

@@ -1,0 +1,1 @@
+"""Test helpers: a PostgreSQL server and Graphile Worker versions."""
