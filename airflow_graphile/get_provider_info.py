@@ -37,7 +37,20 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_graphile.operators.reschedule_jobs",
                     "airflow_graphile.operators.force_unlock_workers",
                     "airflow_graphile.operators.cleanup",
+                    "airflow_graphile.operators.heartbeat_check",
                 ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Graphile Worker",
+                "python-modules": ["airflow_graphile.sensors.stuck_locks"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Graphile Worker",
+                "python-modules": ["airflow_graphile.triggers.stuck_locks"],
             }
         ],
         "connection-types": [

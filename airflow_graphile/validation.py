@@ -274,3 +274,47 @@ def parse_bool(value: Any, name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     raise GraphileWorkerInputError(f"{name}: expected true or false, got {value!r}")
+
+
+def parse_lockers(value: Any) -> list[dict[str, Any]]:
+    """Return lockers as ``[{"locker_id", ...}]`` from a stuck-lock sensor's result.
+
+    Accepts the sensor's XCom (``{"lockers": [...]}``), a list of its locker dicts, a
+    list of locker ids, or a string holding any of these as JSON.
+    """
+    if isinstance(value, str):
+        value = _parse_text(value, "lockers")
+    if isinstance(value, dict) and "lockers" in value:
+        value = value["lockers"]
+    lockers = []
+    for item in _as_list(value, "lockers") if value is not None else []:
+        if isinstance(item, dict) and isinstance(item.get("locker_id"), str):
+            lockers.append(item)
+        else:
+            (locker_id,) = parse_worker_ids([item], "lockers")
+            lockers.append({"locker_id": locker_id})
+    _reject_duplicates([locker["locker_id"] for locker in lockers], "lockers")
+    return lockers
+
+
+def parse_unlock_targets(value: Any) -> list[str]:
+    """Return the worker ids to unlock: a list of ids, or a heartbeat check's ``dead_ids``."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        value = _parse_text(value, "worker_ids")
+    if isinstance(value, dict):
+        if "dead_ids" not in value:
+            raise GraphileWorkerInputError(
+                f"worker_ids: expected a list of ids or a heartbeat check result, got {value!r}"
+            )
+        value = value["dead_ids"]
+    return parse_worker_ids(value)
+
+
+def parse_max_workers(value: Any) -> int | None:
+    """Return the cap on lockers unlocked in one run (None: no cap)."""
+    if value is None or value == "":
+        return None
+    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise GraphileWorkerInputError(f"max_workers: {value!r} is not a whole number >= 1")
+    return number

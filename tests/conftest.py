@@ -35,7 +35,10 @@ os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
             "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
             "kwargs": {"path": str(REPO_ROOT / folder), "refresh_interval": 0},
         }
-        for name, folder in (("provider_examples", "example_dags"), ("provider_tests", "tests/dags"))
+        for name, folder in (
+            ("provider_examples", "example_dags"),
+            ("provider_tests", "tests/dags"),
+        )
     ]
 )
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}"

@@ -36,6 +36,7 @@ from airflow_graphile.validation import (
     CLEANUP_TASKS,
     DEFAULT_WORKER_SCHEMA,
     parse_cleanup_tasks,
+    parse_duration,
     parse_identifiers,
     parse_job_ids,
     parse_reason,
@@ -499,6 +500,30 @@ class GraphileWorkerHook(PostgresHook):
                     )
         return report
 
+    # --- stuck locks -----------------------------------------------------------------
+
+    def find_stuck_locks(
+        self,
+        stuck_after: timedelta,
+        *,
+        task_identifiers: Any = None,
+        queue_names: Any = None,
+    ) -> list[dict[str, Any]]:
+        """Return the lockers holding a job or queue lock taken more than ``stuck_after`` ago.
+
+        One dict per locker id (a worker id in Graphile Worker 0.16, a pool id from 0.17):
+        ``{"locker_id", "job_ids", "queue_names", "oldest_locked_at",
+        "oldest_lock_age_seconds"}``, oldest first. ``task_identifiers`` and
+        ``queue_names`` narrow the search (None: no narrowing); with a task filter, a
+        queue lock is reported only for a locker that also holds a matching job. Reads
+        only; a sequential scan of the jobs table (there is no index on locked_at).
+        """
+        statement = stuck_locks_statement(self.worker_schema)
+        params = stuck_locks_params(stuck_after, task_identifiers, queue_names)
+        with self._transaction(read_only=True) as cur:
+            self._execute(cur, statement, params)
+            return [stuck_locker(row) for row in cur.fetchall()]
+
     # --- cleanup ---------------------------------------------------------------------
 
     def cleanup(
@@ -604,3 +629,86 @@ def _locked(row: dict[str, Any]) -> dict[str, Any]:
         "locked_by": row["locked_by"],
         "locked_at": row["locked_at"].isoformat(),
     }
+
+
+def stuck_locks_statement(schema: str) -> sql.Composed:
+    """The query behind :meth:`GraphileWorkerHook.find_stuck_locks` (also run by the trigger)."""
+    return sql.SQL(
+        """
+        with stuck_jobs as (
+          select j.locked_by, j.id, j.locked_at
+          from {jobs} as j
+          join {tasks} as t on t.id = j.task_id
+          left join {queues} as q on q.id = j.job_queue_id
+          where j.locked_at < now() - %(stuck_after)s::interval
+            and j.locked_by is not null
+            and (%(tasks)s::text[] is null or t.identifier = any(%(tasks)s::text[]))
+            and (%(queues)s::text[] is null or q.queue_name = any(%(queues)s::text[]))
+        ), stuck_queues as (
+          select q.locked_by, q.queue_name, q.locked_at
+          from {queues} as q
+          where q.locked_at < now() - %(stuck_after)s::interval
+            and q.locked_by is not null
+            and (%(queues)s::text[] is null or q.queue_name = any(%(queues)s::text[]))
+            and (%(tasks)s::text[] is null
+                 or q.locked_by in (select locked_by from stuck_jobs))
+        ), locks as (
+          select locked_by, id, null::text as queue_name, locked_at from stuck_jobs
+          union all
+          select locked_by, null, queue_name, locked_at from stuck_queues
+        )
+        select
+          locked_by as locker_id,
+          coalesce(array_agg(id order by id) filter (where id is not null), '{{}}') as job_ids,
+          coalesce(
+            array_agg(queue_name order by queue_name) filter (where queue_name is not null),
+            '{{}}'
+          ) as queue_names,
+          min(locked_at) as oldest_locked_at,
+          extract(epoch from now() - min(locked_at))::float8 as oldest_lock_age_seconds
+        from locks
+        group by locked_by
+        order by min(locked_at), locked_by
+        """
+    ).format(
+        jobs=sql.Identifier(schema, "_private_jobs"),
+        tasks=sql.Identifier(schema, "_private_tasks"),
+        queues=sql.Identifier(schema, "_private_job_queues"),
+    )
+
+
+def stuck_locks_params(
+    stuck_after: timedelta, task_identifiers: Any, queue_names: Any
+) -> dict[str, Any]:
+    """Check the stuck-lock filters and return them as query parameters."""
+    return {
+        "stuck_after": parse_duration(stuck_after, "stuck_after"),
+        "tasks": parse_identifiers(task_identifiers, "task_identifiers") or None,
+        "queues": parse_identifiers(queue_names, "queue_names") or None,
+    }
+
+
+def stuck_locker(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of :func:`stuck_locks_statement` as a JSON-safe dict."""
+    return {
+        "locker_id": row["locker_id"],
+        "job_ids": list(row["job_ids"]),
+        "queue_names": list(row["queue_names"]),
+        "oldest_locked_at": row["oldest_locked_at"].isoformat(),
+        "oldest_lock_age_seconds": round(float(row["oldest_lock_age_seconds"]), 3),
+    }
+
+
+def connect_kwargs(connection: Any, ignored: set[str] | frozenset[str]) -> dict[str, Any]:
+    """psycopg ``connect()`` arguments for an Airflow connection, as PostgresHook builds them."""
+    kwargs: dict[str, Any] = {
+        "host": connection.host,
+        "port": connection.port,
+        "user": connection.login,
+        "password": connection.password,
+        "dbname": connection.schema,
+    }
+    for name, value in connection.extra_dejson.items():
+        if name not in ignored:
+            kwargs[name] = value
+    return {name: value for name, value in kwargs.items() if value is not None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow_graphile.operators.cleanup import GraphileWorkerCleanupOperator
 from airflow_graphile.operators.complete_jobs import GraphileWorkerCompleteJobsOperator
 from airflow_graphile.operators.force_unlock_workers import GraphileWorkerForceUnlockWorkersOperator
+from airflow_graphile.operators.heartbeat_check import GraphileWorkerHeartbeatCheckOperator
 from airflow_graphile.operators.permanently_fail_jobs import (
     GraphileWorkerPermanentlyFailJobsOperator,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "GraphileWorkerCleanupOperator",
     "GraphileWorkerCompleteJobsOperator",
     "GraphileWorkerForceUnlockWorkersOperator",
+    "GraphileWorkerHeartbeatCheckOperator",
     "GraphileWorkerPermanentlyFailJobsOperator",
     "GraphileWorkerRescheduleJobsOperator",
 ]

@@ -21,9 +21,10 @@ def _run(dag_id: str, conf: dict[str, Any]) -> DagRunResult:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from tests.dags.graphile_operator_runs import DAGS
+    from tests.dags.graphile_operator_runs import DAGS, PARAMS
 
-    dag_run = DAGS[dag_id].test(run_conf=conf)
+    # dag.test() keeps the previous run's conf in the DAG object's params: pass every key.
+    dag_run = DAGS[dag_id].test(run_conf={**PARAMS, **conf})
     with create_session() as session:
         instances = dag_run.get_task_instances(session=session)
         rows = (

@@ -61,14 +61,18 @@ def test_bad_input_fails_the_task_once_and_changes_nothing(
 ) -> None:
     s = make_selection_of_jobs(gw_db)
     before = snapshot(gw_db)
-    result = run_dag("gw_test_complete_native", {"conn_id": gw_db.conn_id, "job_ids": [s.regular1, -3]})
+    result = run_dag(
+        "gw_test_complete_native", {"conn_id": gw_db.conn_id, "job_ids": [s.regular1, -3]}
+    )
     assert result.state == "failed"
     assert result.task_states["complete"] == "failed"
     assert result.tries["complete"] == 1  # no retry: bad input stays bad
     assert snapshot(gw_db) == before
 
 
-def test_empty_list_is_a_logged_no_op(gw_db: GraphileDB, run_dag: Callable[..., DagRunResult]) -> None:
+def test_empty_list_is_a_logged_no_op(
+    gw_db: GraphileDB, run_dag: Callable[..., DagRunResult]
+) -> None:
     make_selection_of_jobs(gw_db)
     before = snapshot(gw_db)
     result = run_dag("gw_test_complete_text", {"conn_id": gw_db.conn_id, "job_ids": []})

@@ -57,3 +57,21 @@ def lock_job(db: GraphileDB, job_id: int, by: str, ago: timedelta = timedelta(0)
 def snapshot(db: GraphileDB) -> tuple[Any, Any, Any]:
     """Every row of the three private tables, to check that nothing changed."""
     return db.jobs(), db.queues(), db.tasks()
+
+
+def fail_permanently(db: GraphileDB, job_id: int) -> None:
+    """Use up a job's attempts, as a worker does when its last attempt fails."""
+    db.query(
+        sql.SQL("update {} set attempts = max_attempts, last_error = 'boom' where id = %s").format(
+            sql.Identifier(db.schema, "_private_jobs")
+        ),
+        [job_id],
+    )
+
+
+def delete_job(db: GraphileDB, job_id: int) -> None:
+    """Remove a job row, leaving its task identifier and queue behind unused."""
+    db.query(
+        sql.SQL("delete from {} where id = %s").format(sql.Identifier(db.schema, "_private_jobs")),
+        [job_id],
+    )

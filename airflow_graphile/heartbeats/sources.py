@@ -1,0 +1,155 @@
+"""Built-in heartbeat sources: a PostgreSQL table, an HTTP endpoint, a Python callable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_graphile.heartbeats.check import Heartbeat
+from airflow_graphile.validation import validate_schema_name
+
+
+class PostgresHeartbeatSource:
+    """Heartbeats in a PostgreSQL table, such as the one the worker plugin writes.
+
+    Ages are computed with the database's ``now()``.
+
+    :param conn_id: Airflow connection to the database holding the table (a
+        ``graphile_worker`` or ``postgres`` connection; may differ from the jobs database).
+    :param table: Table name. Default ``graphile_worker_heartbeats``.
+    :param schema: Schema of the table. Default ``public``.
+    :param id_column: Column holding the locker id (as in ``locked_by``).
+    :param time_column: ``timestamptz`` column holding the last heartbeat.
+    """
+
+    def __init__(
+        self,
+        conn_id: str = "graphile_worker_default",
+        table: str = "graphile_worker_heartbeats",
+        schema: str = "public",
+        id_column: str = "locker_id",
+        time_column: str = "last_beat_at",
+    ) -> None:
+        self.conn_id = conn_id
+        self.table = validate_schema_name(table)
+        self.schema = validate_schema_name(schema)
+        self.id_column = validate_schema_name(id_column)
+        self.time_column = validate_schema_name(time_column)
+
+    def describe(self) -> str:
+        return f"table {self.schema}.{self.table} via {self.conn_id}"
+
+    def heartbeats(self, locker_ids: list[str]) -> dict[str, Heartbeat]:
+        from airflow_graphile.hooks.heartbeats import HeartbeatTableHook
+
+        rows = HeartbeatTableHook(postgres_conn_id=self.conn_id).read_heartbeats(
+            locker_ids,
+            schema=self.schema,
+            table=self.table,
+            id_column=self.id_column,
+            time_column=self.time_column,
+        )
+        return {
+            row["locker_id"]: Heartbeat(
+                locker_id=row["locker_id"],
+                last_beat_at=row["last_beat_at"],
+                age_seconds=float(row["age_seconds"]),
+                details=row["details"],
+            )
+            for row in rows
+        }
+
+
+def _parse_time(value: Any, what: str) -> datetime:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        text = value.strip()
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    else:
+        raise ValueError(f"{what}: expected an ISO 8601 time, got {value!r}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{what}: {value!r} has no time zone")
+    return moment
+
+
+class HttpHeartbeatSource:
+    """Heartbeats served by an HTTP endpoint, through an Airflow HTTP connection.
+
+    The endpoint is called with ``GET <endpoint>?locker_ids=a,b`` and must answer JSON:
+    ``{"now": "<ISO time>", "heartbeats": [{"locker_id": "...", "last_beat_at": "<ISO
+    time>"}]}`` (or just the list, or a ``{locker_id: time}`` mapping). Times need a
+    time zone. ``now`` is optional; without it ages use Airflow's clock, so keep the
+    clocks in sync. Needs ``apache-airflow-providers-http``.
+
+    :param http_conn_id: Airflow HTTP connection (base URL, auth headers).
+    :param endpoint: Path of the heartbeat endpoint.
+    """
+
+    def __init__(self, http_conn_id: str = "http_default", endpoint: str = "heartbeats") -> None:
+        self.http_conn_id = http_conn_id
+        self.endpoint = endpoint
+
+    def describe(self) -> str:
+        return f"HTTP {self.http_conn_id}/{self.endpoint}"
+
+    def heartbeats(self, locker_ids: list[str]) -> dict[str, Heartbeat]:
+        from airflow.providers.http.hooks.http import HttpHook
+
+        response = HttpHook(method="GET", http_conn_id=self.http_conn_id).run(
+            self.endpoint, data={"locker_ids": ",".join(locker_ids)}
+        )
+        body = response.json()
+        now = datetime.now(timezone.utc)
+        if isinstance(body, dict) and "heartbeats" in body:
+            if body.get("now") is not None:
+                now = _parse_time(body["now"], "now")
+            body = body["heartbeats"]
+        if isinstance(body, dict):
+            items = [{"locker_id": k, "last_beat_at": v} for k, v in body.items()]
+        elif isinstance(body, list):
+            items = body
+        else:
+            raise ValueError(f"unexpected heartbeat response: {str(body)[:200]}")
+        wanted = set(locker_ids)
+        beats = {}
+        for item in items:
+            locker_id = str(item["locker_id"])
+            if locker_id in wanted and item.get("last_beat_at") is not None:
+                last = _parse_time(item["last_beat_at"], f"last_beat_at of {locker_id}")
+                beats[locker_id] = Heartbeat(locker_id, last, (now - last).total_seconds())
+        return beats
+
+
+class CallableHeartbeatSource:
+    """Heartbeats from your own Python function.
+
+    :param function: Called with the locker ids; returns ``{locker_id: last heartbeat}``
+        as time-zone-aware datetimes (None or a missing key: no heartbeat). Ages use
+        Airflow's clock. Raise to make the check fail.
+    :param name: Name shown in logs.
+    """
+
+    def __init__(
+        self,
+        function: Callable[[list[str]], Mapping[str, datetime | None]],
+        name: str | None = None,
+    ) -> None:
+        self.function = function
+        self.name = name or getattr(function, "__name__", "callable")
+
+    def describe(self) -> str:
+        return f"callable {self.name}"
+
+    def heartbeats(self, locker_ids: list[str]) -> dict[str, Heartbeat]:
+        now = datetime.now(timezone.utc)
+        beats = {}
+        for locker_id, last in self.function(list(locker_ids)).items():
+            if last is None:
+                continue
+            moment = _parse_time(last, f"heartbeat of {locker_id}")
+            beats[str(locker_id)] = Heartbeat(
+                str(locker_id), moment, (now - moment).total_seconds()
+            )
+        return beats

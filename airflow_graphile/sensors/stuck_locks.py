@@ -1,0 +1,131 @@
+"""Sensor that fires when a Graphile Worker lock has been held longer than it should."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_graphile.reports import short_list
+from airflow_graphile.validation import parse_duration, parse_identifiers, validate_schema_name
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+
+
+class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
+    """Wait until some job or named-queue lock has been held longer than ``stuck_after``.
+
+    A worker that crashed (OOM kill, node drain, kill -9) keeps its locks; Graphile
+    Worker frees them only after 4 hours. This sensor finds them in minutes. It does
+    not decide that a locker is dead: a slow job holds its lock too. Follow it with a
+    heartbeat check before force-unlocking anything.
+
+    :param stuck_after: How old a lock must be to count as stuck: a timedelta or
+        seconds. Pick it above your longest normal job run.
+    :param task_identifiers: Only consider jobs of these tasks (templated).
+    :param queue_names: Only consider these named queues and their jobs (templated).
+    :param graphile_worker_conn_id: Airflow connection to Graphile Worker's database.
+    :param worker_schema: Schema Graphile Worker is installed in.
+    :param deferrable: Wait in the triggerer instead of a worker slot; default from
+        ``[operators] default_deferrable``.
+
+    Returns (XCom) ``{"stuck_after_seconds", "lockers": [{"locker_id", "job_ids",
+    "queue_names", "oldest_locked_at", "oldest_lock_age_seconds"}]}``, where locker_id is
+    the worker id (Graphile Worker 0.16) or pool id (0.17+) found in ``locked_by``.
+    """
+
+    template_fields: Sequence[str] = (
+        "graphile_worker_conn_id",
+        "worker_schema",
+        "task_identifiers",
+        "queue_names",
+    )
+    ui_color = "#ffe4c4"
+
+    def __init__(
+        self,
+        *,
+        stuck_after: timedelta | float,
+        task_identifiers: Any = None,
+        queue_names: Any = None,
+        graphile_worker_conn_id: str = "graphile_worker_default",
+        worker_schema: str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.stuck_after = parse_duration(stuck_after, "stuck_after")
+        self.task_identifiers = task_identifiers
+        self.queue_names = queue_names
+        self.graphile_worker_conn_id = graphile_worker_conn_id
+        self.worker_schema = worker_schema
+        self.deferrable = deferrable
+
+    def _hook(self) -> GraphileWorkerHook:
+        from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+
+        schema = validate_schema_name(self.worker_schema) if self.worker_schema else None
+        return GraphileWorkerHook(
+            graphile_worker_conn_id=self.graphile_worker_conn_id, worker_schema=schema
+        )
+
+    def _result(self, lockers: list[dict[str, Any]]) -> dict[str, Any]:
+        for locker in lockers:
+            self.log.info(
+                "Stuck: %s holds jobs [%s] and queues [%s]; oldest lock %.0f s old",
+                locker["locker_id"],
+                short_list(locker["job_ids"]),
+                short_list(locker["queue_names"]),
+                locker["oldest_lock_age_seconds"],
+            )
+        return {"stuck_after_seconds": self.stuck_after.total_seconds(), "lockers": lockers}
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        lockers = self._hook().find_stuck_locks(
+            self.stuck_after,
+            task_identifiers=parse_identifiers(self.task_identifiers, "task_identifiers"),
+            queue_names=parse_identifiers(self.queue_names, "queue_names"),
+        )
+        if not lockers:
+            self.log.info("No lock held longer than %s", self.stuck_after)
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._result(lockers))
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        # Poke once here, so a bad connection, schema or role fails at once and a
+        # stuck lock that is already there needs no trigger.
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
+        from airflow_graphile.triggers.stuck_locks import GraphileWorkerStuckLocksTrigger
+
+        hook = self._hook()
+        self.defer(
+            trigger=GraphileWorkerStuckLocksTrigger(
+                graphile_worker_conn_id=self.graphile_worker_conn_id,
+                worker_schema=hook.worker_schema,
+                stuck_after_seconds=self.stuck_after.total_seconds(),
+                task_identifiers=parse_identifiers(self.task_identifiers, "task_identifiers")
+                or None,
+                queue_names=parse_identifiers(self.queue_names, "queue_names") or None,
+                poll_interval=self.poke_interval,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") != "success":
+            # Retryable: the database may be back by the next try.
+            raise AirflowException(
+                f"Stuck-lock check failed in the triggerer: {event.get('message', event)}"
+            )
+        return self._result(event["lockers"])

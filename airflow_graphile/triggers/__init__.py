@@ -1,0 +1,1 @@
+"""Triggers of the Graphile Worker provider (run by Airflow's triggerer)."""

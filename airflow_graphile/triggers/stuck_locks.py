@@ -1,0 +1,95 @@
+"""Trigger that waits, without blocking the triggerer, until some lock is held too long."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+class GraphileWorkerStuckLocksTrigger(BaseTrigger):
+    """Poll Graphile Worker's tables with an async connection until a lock is stuck.
+
+    Yields one event: ``{"status": "success", "lockers": [...]}`` (the rows of
+    :meth:`GraphileWorkerHook.find_stuck_locks`) or ``{"status": "error", "message": ...}``
+    when the database cannot be queried. It only reads.
+
+    :param graphile_worker_conn_id: Airflow connection to Graphile Worker's database.
+    :param worker_schema: The worker schema (already resolved by the sensor).
+    :param stuck_after_seconds: A lock older than this is stuck.
+    :param task_identifiers: Only jobs of these tasks (None: all).
+    :param queue_names: Only these queues (None: all).
+    :param poll_interval: Seconds between two queries.
+    """
+
+    def __init__(
+        self,
+        graphile_worker_conn_id: str,
+        worker_schema: str,
+        stuck_after_seconds: float,
+        task_identifiers: list[str] | None = None,
+        queue_names: list[str] | None = None,
+        poll_interval: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.graphile_worker_conn_id = graphile_worker_conn_id
+        self.worker_schema = worker_schema
+        self.stuck_after_seconds = stuck_after_seconds
+        self.task_identifiers = task_identifiers
+        self.queue_names = queue_names
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "graphile_worker_conn_id": self.graphile_worker_conn_id,
+                "worker_schema": self.worker_schema,
+                "stuck_after_seconds": self.stuck_after_seconds,
+                "task_identifiers": self.task_identifiers,
+                "queue_names": self.queue_names,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import psycopg
+        from airflow.sdk import BaseHook
+        from psycopg.rows import dict_row
+
+        from airflow_graphile.hooks.graphile_worker import (
+            GraphileWorkerHook,
+            connect_kwargs,
+            stuck_locker,
+            stuck_locks_params,
+            stuck_locks_statement,
+        )
+
+        try:
+            connection = await BaseHook.aget_connection(self.graphile_worker_conn_id)
+            kwargs = connect_kwargs(connection, GraphileWorkerHook.ignored_extra_options)
+            statement = stuck_locks_statement(self.worker_schema)
+            params = stuck_locks_params(
+                timedelta(seconds=self.stuck_after_seconds),
+                self.task_identifiers,
+                self.queue_names,
+            )
+            while True:
+                async with (
+                    await psycopg.AsyncConnection.connect(**kwargs, autocommit=True) as conn,
+                    conn.cursor(row_factory=dict_row) as cur,
+                ):
+                    await cur.execute(statement, params)
+                    rows = await cur.fetchall()
+                if rows:
+                    lockers = [stuck_locker(row) for row in rows]
+                    self.log.info("Stuck locks found for %d locker(s)", len(lockers))
+                    yield TriggerEvent({"status": "success", "lockers": lockers})
+                    return
+                self.log.debug("No stuck locks; next check in %s s", self.poll_interval)
+                await asyncio.sleep(self.poll_interval)
+        except Exception as error:
+            yield TriggerEvent({"status": "error", "message": f"{type(error).__name__}: {error}"})
