@@ -21,7 +21,11 @@ class PostgresHeartbeatSource:
     :param schema: Schema of the table. Default ``public``.
     :param id_column: Column holding the locker id (as in ``locked_by``).
     :param time_column: ``timestamptz`` column holding the last heartbeat.
+
+    All five are templated when the source is given to an operator.
     """
+
+    template_fields = ("conn_id", "table", "schema", "id_column", "time_column")
 
     def __init__(
         self,
@@ -45,10 +49,10 @@ class PostgresHeartbeatSource:
 
         rows = HeartbeatTableHook(postgres_conn_id=self.conn_id).read_heartbeats(
             locker_ids,
-            schema=self.schema,
-            table=self.table,
-            id_column=self.id_column,
-            time_column=self.time_column,
+            schema=validate_schema_name(self.schema),
+            table=validate_schema_name(self.table),
+            id_column=validate_schema_name(self.id_column),
+            time_column=validate_schema_name(self.time_column),
         )
         return {
             row["locker_id"]: Heartbeat(
@@ -85,7 +89,11 @@ class HttpHeartbeatSource:
 
     :param http_conn_id: Airflow HTTP connection (base URL, auth headers).
     :param endpoint: Path of the heartbeat endpoint.
+
+    Both are templated when the source is given to an operator.
     """
+
+    template_fields = ("http_conn_id", "endpoint")
 
     def __init__(self, http_conn_id: str = "http_default", endpoint: str = "heartbeats") -> None:
         self.http_conn_id = http_conn_id

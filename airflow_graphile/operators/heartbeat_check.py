@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -33,7 +34,13 @@ class GraphileWorkerHeartbeatCheckOperator(BaseOperator):
     Pass it as ``worker_ids`` to the force-unlock operator.
     """
 
-    template_fields: Sequence[str] = ("lockers", "dead_after", "missing_is_dead")
+    # heartbeat_source is listed so that the source's own template_fields get rendered.
+    template_fields: Sequence[str] = (
+        "lockers",
+        "heartbeat_source",
+        "dead_after",
+        "missing_is_dead",
+    )
     ui_color = "#ffd9b3"
 
     def __init__(
@@ -50,6 +57,11 @@ class GraphileWorkerHeartbeatCheckOperator(BaseOperator):
         self.heartbeat_source = heartbeat_source
         self.dead_after = dead_after
         self.missing_is_dead = missing_is_dead
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        # Rendering writes into the source object; render a copy, never the DAG's shared one.
+        self.heartbeat_source = copy.copy(self.heartbeat_source)
+        super().render_template_fields(context, jinja_env)
 
     def execute(self, context: Context) -> dict[str, Any]:
         lockers = parse_lockers(self.lockers)

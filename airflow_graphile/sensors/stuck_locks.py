@@ -27,7 +27,8 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
     heartbeat check before force-unlocking anything.
 
     :param stuck_after: How old a lock must be to count as stuck: a timedelta or
-        seconds. Pick it above your longest normal job run.
+        seconds (templated). A live worker's long job is "stuck" too; the heartbeat
+        check that follows tells them apart.
     :param task_identifiers: Only consider jobs of these tasks (templated).
     :param queue_names: Only consider these named queues and their jobs (templated).
     :param graphile_worker_conn_id: Airflow connection to Graphile Worker's database.
@@ -43,6 +44,7 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
     template_fields: Sequence[str] = (
         "graphile_worker_conn_id",
         "worker_schema",
+        "stuck_after",
         "task_identifiers",
         "queue_names",
     )
@@ -51,7 +53,7 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        stuck_after: timedelta | float,
+        stuck_after: timedelta | float | str,
         task_identifiers: Any = None,
         queue_names: Any = None,
         graphile_worker_conn_id: str = "graphile_worker_default",
@@ -60,7 +62,9 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.stuck_after = parse_duration(stuck_after, "stuck_after")
+        if not isinstance(stuck_after, str):  # a template is checked once rendered
+            parse_duration(stuck_after, "stuck_after")
+        self.stuck_after = stuck_after
         self.task_identifiers = task_identifiers
         self.queue_names = queue_names
         self.graphile_worker_conn_id = graphile_worker_conn_id
@@ -84,16 +88,18 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
                 short_list(locker["queue_names"]),
                 locker["oldest_lock_age_seconds"],
             )
-        return {"stuck_after_seconds": self.stuck_after.total_seconds(), "lockers": lockers}
+        stuck_after = parse_duration(self.stuck_after, "stuck_after")
+        return {"stuck_after_seconds": stuck_after.total_seconds(), "lockers": lockers}
 
     def poke(self, context: Context) -> PokeReturnValue:
+        stuck_after = parse_duration(self.stuck_after, "stuck_after")
         lockers = self._hook().find_stuck_locks(
-            self.stuck_after,
+            stuck_after,
             task_identifiers=parse_identifiers(self.task_identifiers, "task_identifiers"),
             queue_names=parse_identifiers(self.queue_names, "queue_names"),
         )
         if not lockers:
-            self.log.info("No lock held longer than %s", self.stuck_after)
+            self.log.info("No lock held longer than %s", stuck_after)
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._result(lockers))
 
@@ -112,7 +118,7 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
             trigger=GraphileWorkerStuckLocksTrigger(
                 graphile_worker_conn_id=self.graphile_worker_conn_id,
                 worker_schema=hook.worker_schema,
-                stuck_after_seconds=self.stuck_after.total_seconds(),
+                stuck_after_seconds=parse_duration(self.stuck_after, "stuck_after").total_seconds(),
                 task_identifiers=parse_identifiers(self.task_identifiers, "task_identifiers")
                 or None,
                 queue_names=parse_identifiers(self.queue_names, "queue_names") or None,

@@ -8,7 +8,7 @@ import pytest
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.operators import GraphileWorkerCompleteJobsOperator
-from tests.operators.conftest import DagRunResult
+from tests.support.airflow_runs import DagRunResult
 from tests.support.graphile import GraphileDB
 from tests.support.selection import make_selection_of_jobs, snapshot
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.operators.conftest import DagRunResult
+from tests.support.airflow_runs import DagRunResult
 from tests.support.graphile import GraphileDB, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.worker

@@ -13,7 +13,7 @@ from airflow_graphile.operators import (
     GraphileWorkerPermanentlyFailJobsOperator,
     GraphileWorkerRescheduleJobsOperator,
 )
-from tests.operators.conftest import DagRunResult
+from tests.support.airflow_runs import DagRunResult
 from tests.support.graphile import GraphileDB
 from tests.support.selection import make_selection_of_jobs, snapshot
 

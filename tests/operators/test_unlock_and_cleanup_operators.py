@@ -12,7 +12,7 @@ from airflow_graphile.operators import (
     GraphileWorkerCleanupOperator,
     GraphileWorkerForceUnlockWorkersOperator,
 )
-from tests.operators.conftest import DagRunResult
+from tests.support.airflow_runs import DagRunResult
 from tests.support.graphile import GraphileDB
 from tests.support.selection import (
     delete_job,

@@ -31,6 +31,11 @@ GRAPHILE_DIR = REPO_ROOT / "graphile"
 CLEANUP_SCRIPT = GRAPHILE_DIR / "scripts" / "cleanup.mjs"
 # The worker's cwd: Graphile Worker loads task files from ./tasks.
 TASKS_CWD = REPO_ROOT / "tests" / "graphile_tasks"
+# Graphile config (passed with `-C`) that enables the heartbeat plugin of worker-plugin/,
+# with its options from HEARTBEAT_SCHEMA, HEARTBEAT_TABLE and HEARTBEAT_INTERVAL_MS.
+HEARTBEAT_CONFIG = TASKS_CWD / "heartbeat.graphile.config.cjs"
+DEFAULT_HEARTBEAT_SCHEMA = "public"
+DEFAULT_HEARTBEAT_TABLE = "graphile_worker_heartbeats"
 
 VERSIONS: tuple[str, ...] = ("0.16.6", "0.17.3", "0.18.0")
 # 0.15.1 is installed only to check that a schema older than 0.16 is refused.
@@ -170,6 +175,11 @@ class WorkerProcess:
     """A real Graphile Worker (`node cli.js`) running tests/graphile_tasks/tasks.
 
     Starts on construction. Use as a context manager, or call `stop()`/`kill()`.
+
+    With `heartbeat=True` the worker loads the heartbeat plugin (worker-plugin/) through
+    `-C tests/graphile_tasks/heartbeat.graphile.config.cjs`: it creates
+    `heartbeat_schema.heartbeat_table` if needed, upserts one row per locker id (the id
+    in `locked_by`) every `heartbeat_interval_ms`, and deletes it on a graceful stop.
     """
 
     def __init__(
@@ -182,6 +192,10 @@ class WorkerProcess:
         poll_interval: int = 200,
         extra_args: Sequence[str] = (),
         log_path: Path | None = None,
+        heartbeat: bool = False,
+        heartbeat_interval_ms: int = 1000,
+        heartbeat_table: str = DEFAULT_HEARTBEAT_TABLE,
+        heartbeat_schema: str = DEFAULT_HEARTBEAT_SCHEMA,
     ) -> None:
         self.version = version
         self.owns_log = log_path is None
@@ -200,10 +214,20 @@ class WorkerProcess:
             "--poll-interval", str(poll_interval),
             *extra_args,
         ]  # fmt: skip
+        env: dict[str, str] | None = None
+        if heartbeat:
+            args += ["--config", str(HEARTBEAT_CONFIG)]
+            env = {
+                **os.environ,
+                "HEARTBEAT_SCHEMA": heartbeat_schema,
+                "HEARTBEAT_TABLE": heartbeat_table,
+                "HEARTBEAT_INTERVAL_MS": str(heartbeat_interval_ms),
+            }
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 args,
                 cwd=TASKS_CWD,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -345,3 +369,16 @@ class GraphileDB:
     def tasks(self) -> set[str]:
         """The identifiers in `_private_tasks`."""
         return {row["identifier"] for row in self.table_rows("_private_tasks", "id")}
+
+    def heartbeats(
+        self, table: str = DEFAULT_HEARTBEAT_TABLE, schema: str = DEFAULT_HEARTBEAT_SCHEMA
+    ) -> dict[str, dict[str, Any]]:
+        """Rows of the heartbeat plugin's table keyed by locker_id ({} while it does not exist)."""
+        query = sql.SQL("select * from {}.{} order by locker_id").format(
+            sql.Identifier(schema), sql.Identifier(table)
+        )
+        try:
+            rows = self.query(query)
+        except psycopg.errors.UndefinedTable:
+            return {}
+        return {row["locker_id"]: row for row in rows}
