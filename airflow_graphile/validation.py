@@ -222,6 +222,9 @@ def parse_reason(value: Any) -> str | None:
     """Return the failure reason, or None for Graphile Worker's default message."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, (int, float)):
+        # A template rendered as a native object turns the text "404" into a number.
+        return str(value)
     if not isinstance(value, str):
         raise GraphileWorkerInputError(
             f"reason: expected text, got {type(value).__name__} {value!r}"

@@ -1,12 +1,15 @@
 """The airflow-graphile demo, end to end. Run from the repo root: `python -m demo [--keep]`.
 
 1. A temp Airflow home (SQLite), migrated in the background while we:
-2. find PostgreSQL (or start a throwaway cluster), create a throwaway database and
-   install Graphile Worker's schema with its own CLI;
-3. seed a small queue with the SQL function add_job, let a real worker fail two jobs,
-   then kill -9 it while it holds a long job and the lock of queue "reports";
-4. run the DAG demo/dags/graphile_worker_demo.py with dag.test() and print the queue
-   before and after, and what each task reported.
+2. find PostgreSQL (or start a throwaway cluster), create a throwaway database per act and
+   install Graphile Worker's schema with its own CLI.
+3. Act 1: seed a small queue with the SQL function add_job, let a real worker fail two
+   jobs, then kill -9 it while it holds a long job and the lock of queue "reports"; run
+   the DAG demo/dags/graphile_worker_demo.py (five admin operators) with dag.test() and
+   print the queue before and after, and what each task reported.
+4. Act 2 (demo/rescue.py): two real workers write heartbeats; kill -9 one of them, run the
+   example DAG example_dags/graphile_worker_unlock_crashed.py with dag.test() and show
+   that only the dead worker's locks were released, and that the live worker ran its jobs.
 
 Airflow's own output goes to a log file in the temp home; its path is printed only if
 something fails. Everything started here is stopped at the end, also on error or Ctrl-C.
@@ -24,11 +27,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
 from dataclasses import astuple, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,8 +37,21 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
+from demo import rescue
+from demo.common import (
+    CONN_ID,
+    SCHEMA,
+    VERSION,
+    WIDTH,
+    id_list,
+    output_to,
+    report_run,
+    run_dag,
+    say,
+    show_queue,
+    use_database,
+)
 from tests.support.graphile import (
     REVISIONS,
     GraphileDB,
@@ -56,28 +70,14 @@ TASK_IDS = (
     "force_unlock_workers",
     "cleanup",
 )
-VERSION = "0.18.0"
-SCHEMA = "graphile_worker"
-CONN_ID = "graphile_worker_default"
-WIDTH = 100
-# Graphile Worker's functions ignore a lock older than this.
-STALE_LOCK = timedelta(hours=4)
 
 INTRO = f"""\
-airflow-graphile demo: seed a throwaway Graphile Worker {VERSION} queue in PostgreSQL, crash a
-real worker mid-job (kill -9), then run the Airflow DAG {DAG_ID}: its five tasks
-complete, fail, reschedule and unlock jobs, then clean up. The queue is shown before and after.
+airflow-graphile demo: two acts on throwaway Graphile Worker {VERSION} queues in PostgreSQL.
+  Act 1  crash a real worker mid-job (kill -9), then run the DAG {DAG_ID}: its five
+         tasks complete, fail, reschedule and unlock jobs, then clean up.
+  Act 2  two workers write heartbeats; kill -9 one of them, then run the example DAG
+         {rescue.DAG_ID}: it unlocks the jobs of the dead worker only.
 """
-
-
-def say(text: str = "", indent: int = 0) -> None:
-    """Print, wrapping lines longer than WIDTH under a hanging indent."""
-    for line in text.splitlines() or [""]:
-        if len(line) > WIDTH:
-            line = textwrap.fill(
-                line, WIDTH, subsequent_indent=" " * indent, break_on_hyphens=False
-            )
-        print(line, flush=True)
 
 
 # --- Airflow home ----------------------------------------------------------------------
@@ -95,10 +95,15 @@ def configure_airflow(home: Path) -> Path:
             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
                 [
                     {
-                        "name": "graphile_demo",
+                        "name": name,
                         "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                        "kwargs": {"path": str(DAGS_DIR), "refresh_interval": 0},
+                        "kwargs": {"path": str(path), "refresh_interval": 0},
                     }
+                    # ("example_dags" is a name Airflow reserves.)
+                    for name, path in (
+                        ("graphile_demo", DAGS_DIR),
+                        ("provider_examples", rescue.EXAMPLE_DAGS_DIR),
+                    )
                 ]
             ),
         }
@@ -126,26 +131,6 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-@contextlib.contextmanager
-def output_to(log_file: Path) -> Iterator[None]:
-    """Send all that is written to stdout and stderr, by any library, to the log file."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    try:
-        with log_file.open("ab") as log:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
 
 
 # --- PostgreSQL and Graphile Worker ----------------------------------------------------
@@ -207,157 +192,6 @@ def drop_quietly(server: PostgresServer, dbname: str) -> None:
         say(f"Could not drop database {dbname}: {error}")
 
 
-# --- The queue as tables ---------------------------------------------------------------
-
-
-def snapshot(db: GraphileDB) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every job with its task and queue, and every queue with its lock and job count."""
-    jobs, tasks, queues = (
-        sql.Identifier(SCHEMA, table)
-        for table in ("_private_jobs", "_private_tasks", "_private_job_queues")
-    )
-    job_rows = db.query(
-        sql.SQL(
-            "select j.id, t.identifier as task, q.queue_name, q.locked_by as queue_locked_by, "
-            "j.run_at, j.attempts, j.max_attempts, j.last_error, j.locked_by, j.locked_at "
-            "from {} j join {} t on t.id = j.task_id left join {} q on q.id = j.job_queue_id "
-            "order by j.id"
-        ).format(jobs, tasks, queues)
-    )
-    queue_rows = db.query(
-        sql.SQL(
-            "select q.queue_name, q.locked_by, q.locked_at, count(j.id) as jobs "
-            "from {} q left join {} j on j.job_queue_id = q.id "
-            "group by q.id order by q.queue_name"
-        ).format(queues, jobs)
-    )
-    return job_rows, queue_rows
-
-
-def relative(moment: datetime, now: datetime) -> str:
-    """Render a time as "in 2h", "15s ago" or "now"."""
-    seconds = (moment - now).total_seconds()
-    size = abs(seconds)
-    if size < 1:
-        return "now"
-    units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
-    unit, length = next((u, n) for u, n in units if size >= 0.95 * n or n == 1)
-    text = f"{round(size / length)}{unit}"
-    return f"in {text}" if seconds > 0 else f"{text} ago"
-
-
-def job_state(job: dict[str, Any], now: datetime) -> str:
-    if job["locked_at"] is not None:
-        stale = now - job["locked_at"] >= STALE_LOCK
-        return f"locked by {job['locked_by']}" + (" (stale)" if stale else "")
-    if job["attempts"] >= job["max_attempts"]:
-        return "failed permanently"
-    if job["queue_locked_by"] is not None:
-        return "blocked: queue locked"
-    if job["attempts"] > 0 and job["last_error"]:
-        return "retrying"
-    return "scheduled" if job["run_at"] > now else "ready"
-
-
-def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
-    """Align columns; the last one is shortened so that lines fit WIDTH."""
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    room = WIDTH - len(indent) - sum(widths[:-1]) - 2 * (len(widths) - 1)
-    lines = []
-    for row in [headers, *rows]:
-        last = " ".join(row[-1].split())
-        if len(last) > room:
-            last = last[: room - 1] + "…"
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)]
-        lines.append((indent + "  ".join([*cells, last])).rstrip())
-    return lines
-
-
-def show_queue(title: str, db: GraphileDB) -> tuple[set[int], set[str]]:
-    """Print the jobs and queues; return the job ids and queue names shown."""
-    jobs, queues = snapshot(db)
-    now = datetime.now(timezone.utc)
-    say(title)
-    job_rows = [
-        [
-            str(job["id"]),
-            job["task"],
-            job["queue_name"] or "-",
-            job_state(job, now),
-            f"{job['attempts']}/{job['max_attempts']}",
-            relative(job["run_at"], now),
-            job["last_error"] or "-",
-        ]
-        for job in jobs
-    ]
-    for line in table(["id", "task", "queue", "state", "tries", "run_at", "last_error"], job_rows):
-        say(line)
-    say()
-    queue_rows = [
-        [
-            queue["queue_name"],
-            str(queue["jobs"]),
-            "free"
-            if queue["locked_at"] is None
-            else f"locked by {queue['locked_by']} since {relative(queue['locked_at'], now)}",
-        ]
-        for queue in queues
-    ] or [["(none)", "", ""]]
-    for line in table(["queue", "jobs", "lock"], queue_rows):
-        say(line)
-    say()
-    return {job["id"] for job in jobs}, {queue["queue_name"] for queue in queues}
-
-
-# --- The DAG run -----------------------------------------------------------------------
-
-
-@dataclass
-class DagRunOutcome:
-    state: str
-    task_states: dict[str, str]
-    xcom: dict[str, Any]
-
-
-def run_dag(conf: dict[str, Any]) -> DagRunOutcome:
-    """Run the demo DAG once with dag.test(); return its state, task states and XComs."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    from demo.dags.graphile_worker_demo import dag
-
-    dag_run = dag.test(run_conf=conf)
-    with create_session() as session:
-        instances = dag_run.get_task_instances(session=session)
-        rows = (
-            session.query(XComModel)
-            .filter(XComModel.dag_id == DAG_ID, XComModel.run_id == dag_run.run_id)
-            .filter(XComModel.key == "return_value")
-            .all()
-        )
-        return DagRunOutcome(
-            state=str(dag_run.state),
-            task_states={ti.task_id: str(ti.state) for ti in instances},
-            xcom={row.task_id: XComModel.deserialize_value(row) for row in rows},
-        )
-
-
-def task_log(log_file: Path, task_id: str) -> str:
-    """The lines dag.test() logged while it ran one task (it writes no per-task files)."""
-    lines = log_file.read_text(errors="replace").splitlines()
-    start = f"[DAG TEST] starting task_id={task_id} "
-    end = f"[DAG TEST] end task task_id={task_id} "
-    first = max((i for i, line in enumerate(lines) if start in line), default=None)
-    if first is None:
-        return "\n".join(lines[-40:])
-    last = next((i for i in range(first, len(lines)) if end in lines[i]), len(lines) - 1)
-    return "\n".join(lines[first : last + 1])
-
-
-def id_list(values: list[Any]) -> str:
-    return ", ".join(str(value) for value in values) or "none"
-
-
 def summarize(task_id: str, result: dict[str, Any]) -> str:
     """One line from a task's XCom."""
     if task_id == "force_unlock_workers":
@@ -386,8 +220,92 @@ def summarize(task_id: str, result: dict[str, Any]) -> str:
 # --- Main ------------------------------------------------------------------------------
 
 
+def heading(text: str) -> None:
+    say(f"── {text} ".ljust(WIDTH, "─"))
+
+
+def new_database(
+    stack: contextlib.ExitStack, server: PostgresServer, dbname: str, keep: bool, note: str
+) -> GraphileDB:
+    """Create a throwaway database (dropped at the end unless kept) with the worker schema."""
+    if keep:
+        stack.callback(say, f"Kept database {dbname}{note}: {server.dsn(dbname)}")
+    else:
+        stack.callback(drop_quietly, server, dbname)  # registered first: Ctrl-C may come
+    create_database(server, dbname)
+    install_schema(server.dsn(dbname), VERSION, SCHEMA)
+    return GraphileDB(server.dsn(dbname), VERSION, dbname, SCHEMA, REVISIONS[VERSION], CONN_ID)
+
+
+def act_one(db: GraphileDB, migrate: subprocess.Popen[bytes], log_file: Path) -> bool:
+    """Crash a worker, run the five-operator DAG, show the queue; return the run's success."""
+    heading(f"ACT 1: five admin operators, on the queue of a crashed worker ({db.dbname})")
+    seed = seed_jobs(db)
+    say(f"  Queue       {len(astuple(seed))} jobs added with add_job()")
+    pool_id = crash_a_worker(db, seed)
+    say(
+        f"  Worker      a real worker failed jobs {seed.bounced} and {seed.flaky}, started job "
+        f"{seed.report} and was killed with SIGKILL: job {seed.report} and queue reports "
+        f"stay locked by its pool id {pool_id} (Graphile Worker frees them only after "
+        "4 hours). It has no handler for send_email and charge_card: those jobs just wait.",
+        indent=14,
+    )
+    say()
+
+    jobs_before, queues_before = show_queue("BEFORE", db)
+
+    unknown = 999
+    conf: dict[str, Any] = {
+        "complete_job_ids": [seed.welcome, seed.report, unknown],
+        "fail_job_ids": [seed.charge],
+        "fail_reason": "Order 1042 cancelled by the customer",
+        "reschedule_job_ids": [seed.flaky],
+        "reschedule_run_at": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(
+            timespec="seconds"
+        ),
+        "reschedule_attempts": 0,
+        "crashed_worker_ids": [pool_id],
+    }
+    why = {
+        "complete_job_ids": f"{seed.report} is locked; {unknown} does not exist",
+        "fail_job_ids": "the billing job: stop it from ever running",
+        "reschedule_job_ids": "the retrying job: in 1 hour, attempts back to 0",
+        "crashed_worker_ids": "the killed worker's pool id (its locked_by)",
+    }
+    if migrate.wait() != 0:
+        raise RuntimeError(f"`airflow db migrate` failed with exit code {migrate.returncode}")
+    say(f"RUN  dag.test() of the DAG {DAG_ID}, with this conf:")
+    value_width = max(len(json.dumps(conf[key])) for key in why)
+    for key, value in conf.items():
+        say(f"  {key:<20} {json.dumps(value):<{value_width}}  {why.get(key, '')}".rstrip())
+    started = time.monotonic()
+    with output_to(log_file):
+        from demo.dags.graphile_worker_demo import dag
+
+        outcome = run_dag(dag, conf)
+    say(f"  -> {outcome.state}, in {time.monotonic() - started:.1f} s")
+    say()
+
+    jobs_after, queues_after = show_queue("AFTER", db)
+    gone = f"jobs {id_list(sorted(jobs_before - jobs_after))}"
+    if queues_before - queues_after:
+        gone += f"; queue(s) {id_list(sorted(queues_before - queues_after))}"
+    say(f"  Gone since BEFORE: {gone}")
+    say()
+
+    say("WHAT EACH TASK DID (from its XCom)")
+    for task_id in TASK_IDS:
+        state = outcome.task_states.get(task_id, "not run")
+        result = outcome.xcom.get(task_id)
+        text = summarize(task_id, result) if state == "success" and result else state
+        say(f"  {task_id:<22} {text}", indent=25)
+    say()
+    report_run(outcome, log_file)
+    return outcome.succeeded
+
+
 def demo(keep: bool, log_file: Path) -> bool:
-    """Set up, run the DAG and report; return whether the DAG run succeeded."""
+    """Set up, run both acts and report; return whether both DAG runs succeeded."""
     with contextlib.ExitStack() as stack:
         say("SETUP")
         migrate = start_db_migrate(log_file)
@@ -397,97 +315,30 @@ def demo(keep: bool, log_file: Path) -> bool:
         with contextlib.redirect_stderr(messages):
             server = stack.enter_context(postgres_server())
         throwaway = "throwaway" in messages.getvalue()
-        dbname = f"graphile_demo_{uuid.uuid4().hex[:8]}"
-        dsn = server.dsn(dbname)
-        if keep:
-            note = " (but the throwaway cluster goes away now)" if throwaway else ""
-            stack.callback(say, f"Kept database {dbname}{note}: {dsn}")
-        else:
-            stack.callback(drop_quietly, server, dbname)  # registered first: Ctrl-C may come
-        create_database(server, dbname)
+        note = " (but the throwaway cluster goes away now)" if throwaway else ""
+        suffix = uuid.uuid4().hex[:8]
+        dbs = [
+            new_database(stack, server, f"graphile_{act}_{suffix}", keep, note)
+            for act in ("demo", "rescue")
+        ]
         kind = "a throwaway cluster" if throwaway else "a running server"
-        say(f"  PostgreSQL  {server.host}:{server.port} ({kind}), database {dbname}")
-
-        install_schema(dsn, VERSION, SCHEMA)
-        db = GraphileDB(dsn, VERSION, dbname, SCHEMA, REVISIONS[VERSION], CONN_ID)
-        seed = seed_jobs(db)
         say(
-            f"  Graphile    Worker {VERSION} schema installed with its own CLI; "
-            f"{len(astuple(seed))} jobs added with add_job()"
-        )
-        pool_id = crash_a_worker(db, seed)
-        say(
-            f"  Worker      a real worker failed jobs {seed.bounced} and {seed.flaky}, started job "
-            f"{seed.report} and was killed with SIGKILL: job {seed.report} and queue reports "
-            f"stay locked by its pool id {pool_id} (Graphile Worker frees them only after "
-            "4 hours). It has no handler for send_email and charge_card: those jobs just wait.",
+            f"  PostgreSQL  {server.host}:{server.port} ({kind}), a database per act: "
+            f"{dbs[0].dbname} and {dbs[1].dbname}",
             indent=14,
         )
-        if migrate.wait() != 0:
-            raise RuntimeError(f"`airflow db migrate` failed with exit code {migrate.returncode}")
-        say("  Airflow     metadata database migrated (SQLite, in a temp AIRFLOW_HOME)")
+        say(f"  Graphile    Worker {VERSION} schema installed in both, with its own CLI")
+        say("  Airflow     metadata database (SQLite, in a temp AIRFLOW_HOME) migrating meanwhile")
         say()
 
-        jobs_before, queues_before = show_queue("BEFORE", db)
-
-        unknown = 999
-        conf: dict[str, Any] = {
-            "complete_job_ids": [seed.welcome, seed.report, unknown],
-            "fail_job_ids": [seed.charge],
-            "fail_reason": "Order 1042 cancelled by the customer",
-            "reschedule_job_ids": [seed.flaky],
-            "reschedule_run_at": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(
-                timespec="seconds"
-            ),
-            "reschedule_attempts": 0,
-            "crashed_worker_ids": [pool_id],
-        }
-        why = {
-            "complete_job_ids": f"{seed.report} is locked; {unknown} does not exist",
-            "fail_job_ids": "the billing job: stop it from ever running",
-            "reschedule_job_ids": "the retrying job: in 1 hour, attempts back to 0",
-            "crashed_worker_ids": "the killed worker's pool id (its locked_by)",
-        }
-        os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
-            {
-                "conn_type": "graphile_worker",
-                "host": server.host,
-                "port": server.port,
-                "login": server.user,
-                "password": server.password,
-                "schema": dbname,
-            }
-        )
-        say(f"RUN  dag.test() of the DAG {DAG_ID}, with this conf:")
-        value_width = max(len(json.dumps(conf[key])) for key in why)
-        for key, value in conf.items():
-            say(f"  {key:<20} {json.dumps(value):<{value_width}}  {why.get(key, '')}".rstrip())
-        started = time.monotonic()
-        with output_to(log_file):
-            outcome = run_dag(conf)
-        say(f"  -> {outcome.state}, in {time.monotonic() - started:.1f} s")
+        use_database(server, dbs[0].dbname)
+        first = act_one(dbs[0], migrate, log_file)
         say()
-
-        jobs_after, queues_after = show_queue("AFTER", db)
-        gone = f"jobs {id_list(sorted(jobs_before - jobs_after))}"
-        if queues_before - queues_after:
-            gone += f"; queue(s) {id_list(sorted(queues_before - queues_after))}"
-        say(f"  Gone since BEFORE: {gone}")
+        use_database(server, dbs[1].dbname)  # the example DAG uses graphile_worker_default
+        heading(f"ACT 2: rescue a crashed worker by heartbeat ({dbs[1].dbname})")
+        second = rescue.act_two(dbs[1], stack, log_file)
         say()
-
-        say("WHAT EACH TASK DID (from its XCom)")
-        for task_id in TASK_IDS:
-            state = outcome.task_states.get(task_id, "not run")
-            result = outcome.xcom.get(task_id)
-            text = summarize(task_id, result) if state == "success" and result else state
-            say(f"  {task_id:<22} {text}", indent=25)
-        say()
-        say(f"DAG run state: {outcome.state}")
-        for task_id, state in outcome.task_states.items():
-            if state == "failed":
-                say(f"\nLog of the failed task {task_id}:")
-                print(task_log(log_file, task_id), flush=True)
-        return outcome.state == "success"
+        return first and second
 
 
 class Terminated(KeyboardInterrupt):
@@ -501,7 +352,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo", description=INTRO)
     parser.add_argument(
-        "--keep", action="store_true", help="keep the demo database and print its DSN"
+        "--keep", action="store_true", help="keep the demo databases and print their DSNs"
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)

@@ -15,7 +15,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,26 @@ def airflow_db() -> Iterator[None]:
         )
     log(f"airflow db migrate took {time.monotonic() - started:.2f} s")
     yield
+
+
+@pytest.fixture
+def heartbeats(gw_db: GraphileDB) -> Callable[..., None]:
+    """Create the heartbeat table; return ``beat(locker_id, ago=timedelta(0))``."""
+    gw_db.query(
+        sql.SQL(
+            "create table {} (locker_id text primary key, host text not null, "
+            "pid integer not null, started_at timestamptz not null default now(), "
+            "last_beat_at timestamptz not null)"
+        ).format(sql.Identifier("public", "graphile_worker_heartbeats"))
+    )
+
+    def beat(locker_id: str, ago: timedelta = timedelta(0)) -> None:
+        gw_db.query(
+            sql.SQL(
+                "insert into {} (locker_id, host, pid, last_beat_at) values (%s, 'test', 1, %s) "
+                "on conflict (locker_id) do update set last_beat_at = excluded.last_beat_at"
+            ).format(sql.Identifier("public", "graphile_worker_heartbeats")),
+            [locker_id, datetime.now(timezone.utc) - ago],
+        )
+
+    return beat

@@ -35,8 +35,11 @@ class Heartbeat:
 class HeartbeatSource(Protocol):
     """Where heartbeats are read from."""
 
-    def heartbeats(self, locker_ids: list[str]) -> dict[str, Heartbeat]:
-        """Return the last heartbeat of each id that has one; raise if the source fails."""
+    def heartbeats(self, locker_ids: list[str] | None) -> dict[str, Heartbeat]:
+        """Return the last heartbeat of each id that has one (None: of every locker it knows).
+
+        Raise if the source fails.
+        """
         ...
 
     def describe(self) -> str:
@@ -110,6 +113,22 @@ class HeartbeatCheck:
         if self.dead_after <= timedelta(0):
             raise GraphileWorkerInputError(f"dead_after: {dead_after!r} must be more than 0")
         self.missing_is_dead = parse_bool(missing_is_dead, "missing_is_dead")
+
+    def live_lockers(self) -> list[dict[str, Any]]:
+        """Every locker the source knows whose heartbeat is not older than ``dead_after``."""
+        try:
+            beats = self.source.heartbeats(None)
+        except Exception as error:
+            raise HeartbeatSourceError(
+                f"Could not read heartbeats from {self.source.describe()}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        limit = self.dead_after.total_seconds()
+        return [
+            {"locker_id": beat.locker_id, "age_seconds": round(beat.age_seconds, 3)}
+            for beat in beats.values()
+            if beat.age_seconds <= limit
+        ]
 
     def evaluate(self, locker_ids: list[str]) -> HeartbeatVerdict:
         """Sort ``locker_ids``; raise :class:`HeartbeatSourceError` if the source fails."""

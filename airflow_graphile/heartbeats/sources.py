@@ -44,7 +44,7 @@ class PostgresHeartbeatSource:
     def describe(self) -> str:
         return f"table {self.schema}.{self.table} via {self.conn_id}"
 
-    def heartbeats(self, locker_ids: list[str]) -> dict[str, Heartbeat]:
+    def heartbeats(self, locker_ids: list[str] | None) -> dict[str, Heartbeat]:
         from airflow_graphile.hooks.heartbeats import HeartbeatTableHook
 
         rows = HeartbeatTableHook(postgres_conn_id=self.conn_id).read_heartbeats(
@@ -102,11 +102,12 @@ class HttpHeartbeatSource:
     def describe(self) -> str:
         return f"HTTP {self.http_conn_id}/{self.endpoint}"
 
-    def heartbeats(self, locker_ids: list[str]) -> dict[str, Heartbeat]:
+    def heartbeats(self, locker_ids: list[str] | None) -> dict[str, Heartbeat]:
         from airflow.providers.http.hooks.http import HttpHook
 
+        query = None if locker_ids is None else {"locker_ids": ",".join(locker_ids)}
         response = HttpHook(method="GET", http_conn_id=self.http_conn_id).run(
-            self.endpoint, data={"locker_ids": ",".join(locker_ids)}
+            self.endpoint, data=query
         )
         body = response.json()
         now = datetime.now(timezone.utc)
@@ -120,11 +121,11 @@ class HttpHeartbeatSource:
             items = body
         else:
             raise ValueError(f"unexpected heartbeat response: {str(body)[:200]}")
-        wanted = set(locker_ids)
+        wanted = None if locker_ids is None else set(locker_ids)
         beats = {}
         for item in items:
             locker_id = str(item["locker_id"])
-            if locker_id in wanted and item.get("last_beat_at") is not None:
+            if (wanted is None or locker_id in wanted) and item.get("last_beat_at") is not None:
                 last = _parse_time(item["last_beat_at"], f"last_beat_at of {locker_id}")
                 beats[locker_id] = Heartbeat(locker_id, last, (now - last).total_seconds())
         return beats
@@ -133,15 +134,16 @@ class HttpHeartbeatSource:
 class CallableHeartbeatSource:
     """Heartbeats from your own Python function.
 
-    :param function: Called with the locker ids; returns ``{locker_id: last heartbeat}``
-        as time-zone-aware datetimes (None or a missing key: no heartbeat). Ages use
+    :param function: Called with the locker ids (None: every locker it knows, used to
+        ask whether any worker is alive); returns ``{locker_id: last heartbeat}`` as
+        time-zone-aware datetimes (None or a missing key: no heartbeat). Ages use
         Airflow's clock. Raise to make the check fail.
     :param name: Name shown in logs.
     """
 
     def __init__(
         self,
-        function: Callable[[list[str]], Mapping[str, datetime | None]],
+        function: Callable[[list[str] | None], Mapping[str, datetime | None]],
         name: str | None = None,
     ) -> None:
         self.function = function
@@ -150,10 +152,11 @@ class CallableHeartbeatSource:
     def describe(self) -> str:
         return f"callable {self.name}"
 
-    def heartbeats(self, locker_ids: list[str]) -> dict[str, Heartbeat]:
+    def heartbeats(self, locker_ids: list[str] | None) -> dict[str, Heartbeat]:
         now = datetime.now(timezone.utc)
         beats = {}
-        for locker_id, last in self.function(list(locker_ids)).items():
+        asked = None if locker_ids is None else list(locker_ids)
+        for locker_id, last in self.function(asked).items():
             if last is None:
                 continue
             moment = _parse_time(last, f"heartbeat of {locker_id}")

@@ -22,7 +22,7 @@ class HeartbeatTableHook(PostgresHook):
 
     def read_heartbeats(
         self,
-        locker_ids: list[str],
+        locker_ids: list[str] | None,
         *,
         schema: str,
         table: str,
@@ -30,6 +30,8 @@ class HeartbeatTableHook(PostgresHook):
         time_column: str,
     ) -> list[dict[str, Any]]:
         """Return ``{"locker_id", "last_beat_at", "age_seconds", "details"}`` per id found.
+
+        ``locker_ids=None`` returns every row.
 
         ``age_seconds`` is measured with the database's clock. ``details`` holds the
         row's other columns (host, pid, ...). A missing table is an error, not "no
@@ -55,7 +57,8 @@ class HeartbeatTableHook(PostgresHook):
                         "select {id}::text as locker_id, {time} as last_beat_at, "
                         "extract(epoch from now() - {time})::float8 as age_seconds, "
                         "to_jsonb(h) - {id_name} - {time_name} as details "
-                        "from {table} as h where {id}::text = any(%(ids)s::text[])"
+                        "from {table} as h "
+                        "where %(ids)s::text[] is null or {id}::text = any(%(ids)s::text[])"
                     ).format(
                         id=sql.Identifier("h", id_column),
                         time=sql.Identifier("h", time_column),
@@ -63,7 +66,7 @@ class HeartbeatTableHook(PostgresHook):
                         time_name=sql.Literal(time_column),
                         table=sql.Identifier(schema, table),
                     ),
-                    {"ids": list(locker_ids)},
+                    {"ids": None if locker_ids is None else list(locker_ids)},
                 )
                 rows = cur.fetchall()
         finally:

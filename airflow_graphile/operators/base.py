@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,8 @@ from airflow.sdk import BaseOperator
 from airflow_graphile.validation import parse_bool, parse_job_ids, validate_schema_name
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
 
 
@@ -43,6 +46,14 @@ class GraphileWorkerBaseOperator(BaseOperator):
         self.graphile_worker_conn_id = graphile_worker_conn_id
         self.worker_schema = worker_schema
         self.dry_run_setting = dry_run
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        # Rendering writes into a heartbeat source object; render a copy, never the one
+        # the DAG shares between tasks.
+        source = getattr(self, "heartbeat_source", None)
+        if source is not None:
+            self.heartbeat_source = copy.copy(source)
+        super().render_template_fields(context, jinja_env)
 
     def get_hook(self) -> GraphileWorkerHook:
         # Imported here so that parsing a DAG file does not import psycopg.

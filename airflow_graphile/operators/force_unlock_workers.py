@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -70,11 +69,6 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
         self.dead_after = dead_after
         self.missing_is_dead = missing_is_dead
         self.max_workers = max_workers
-
-    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        # Rendering writes into the source object; render a copy, never the DAG's shared one.
-        self.heartbeat_source = copy.copy(self.heartbeat_source)
-        super().render_template_fields(context, jinja_env)
 
     def execute(self, context: Context) -> dict[str, Any]:
         worker_ids = parse_unlock_targets(self.worker_ids)

@@ -16,7 +16,9 @@ from airflow_graphile.validation import parse_run_at, parse_smallint
 class GraphileWorkerRescheduleJobsOperator(GraphileWorkerBaseOperator):
     """Change when and how jobs run, through Graphile Worker's ``reschedule_jobs``.
 
-    Each argument left as None keeps that column unchanged; at least one must be given.
+    Each argument left as None keeps that column unchanged. At least one must be given,
+    even when ``job_ids`` is empty: a reschedule that changes nothing is a mistake in the
+    DAG, not an empty day.
     Unlike Graphile Worker's JavaScript wrapper, 0 is a value here, not "unchanged".
     Jobs locked by a worker less than 4 hours ago are skipped, as Graphile Worker skips them.
 

@@ -50,5 +50,5 @@ def test_a_reason_that_is_not_text_changes_nothing(
     s = make_selection_of_jobs(gw_db)
     before = snapshot(gw_db)
     with pytest.raises(GraphileWorkerInputError, match="reason"):
-        hook.permanently_fail_jobs([s.regular1], reason=42)  # type: ignore[arg-type]
+        hook.permanently_fail_jobs([s.regular1], reason=["no"])  # type: ignore[arg-type]
     assert snapshot(gw_db) == before

@@ -35,9 +35,10 @@ def test_airflow_lists_the_provider_and_its_connection_type() -> None:
     assert ours["hook_name"] == "Graphile Worker"
 
 
-def test_importing_the_operators_does_not_import_psycopg_or_the_hook() -> None:
+def test_importing_operators_sensors_heartbeats_does_not_import_psycopg_or_the_hook() -> None:
     code = (
-        "import sys, airflow_graphile.operators; "
+        "import sys, airflow_graphile.operators, airflow_graphile.sensors, "
+        "airflow_graphile.heartbeats; "
         "print('psycopg' in sys.modules, 'airflow_graphile.hooks.graphile_worker' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,0 +1,1 @@
+"""Benchmark scripts for airflow-graphile (run them from the repository root; see README.md)."""
