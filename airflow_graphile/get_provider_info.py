@@ -38,6 +38,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_graphile.operators.force_unlock_workers",
                     "airflow_graphile.operators.cleanup",
                     "airflow_graphile.operators.heartbeat_check",
+                    "airflow_graphile.operators.queue_stats",
                 ],
             }
         ],

@@ -158,3 +158,71 @@ class CleanupReport:
         verb = "would remove" if self.dry_run else "removed"
         steps = ", ".join(f"{task} {verb} {count}" for task, count in self.removed.items())
         return f"cleanup: {steps}" + (" (dry run: nothing was changed)" if self.dry_run else "")
+
+
+@dataclass
+class BulkReport:
+    """The outcome of a job function applied, batch by batch, to the jobs a filter selects.
+
+    ``matched_at_start`` counts the matching jobs when the run began (ids above the
+    largest id at that moment are never touched); ``processed`` the matching jobs the
+    batches handed to Graphile Worker's function; ``changed`` the rows it changed;
+    ``skipped_locked`` those it left alone because a worker held them. A dry run fills
+    ``locked_at_start`` and ``sample`` and changes nothing.
+    """
+
+    function: str
+    job_filter: dict[str, Any]
+    dry_run: bool
+    batch_size: int
+    matched_at_start: int = 0
+    locked_at_start: int = 0
+    processed: int = 0
+    changed: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    longest_batch_seconds: float = 0.0
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def skipped_locked(self) -> int:
+        return self.processed - self.changed
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "function": self.function,
+            "filter": self.job_filter,
+            "dry_run": self.dry_run,
+            "matched_at_start": self.matched_at_start,
+            "locked_at_start": self.locked_at_start,
+            "processed": self.processed,
+            "changed": self.changed,
+            "skipped_locked": self.skipped_locked,
+            "batches": self.batches,
+            "batch_size": self.batch_size,
+            "seconds": round(self.seconds, 3),
+            "longest_batch_seconds": round(self.longest_batch_seconds, 4),
+            "sample": self.sample,
+        }
+
+    def summary(self) -> str:
+        if self.dry_run:
+            lines = [
+                f"{self.function} (dry run, nothing changed): {self.matched_at_start} job(s) "
+                f"match, {self.locked_at_start} of them locked by a worker (they would be "
+                "skipped)"
+            ]
+            lines += [
+                f"  e.g. job {job['id']} {job['task_identifier']} "
+                f"queue={job['queue_name'] or '-'} {job['state']} attempts "
+                f"{job['attempts']}/{job['max_attempts']}"
+                for job in self.sample
+            ]
+            return "\n".join(lines)
+        rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.function}: {self.changed} changed, {self.skipped_locked} skipped (locked "
+            f"by a worker), of {self.processed} matching job(s) in {self.batches} batch(es) "
+            f"of up to {self.batch_size}; {self.seconds:.1f} s ({rate:.0f} jobs/s), longest "
+            f"batch {self.longest_batch_seconds * 1000:.0f} ms"
+        )

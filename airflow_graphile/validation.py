@@ -321,3 +321,11 @@ def parse_max_workers(value: Any) -> int | None:
     if isinstance(number, bool) or not isinstance(number, int) or number < 1:
         raise GraphileWorkerInputError(f"max_workers: {value!r} is not a whole number >= 1")
     return number
+
+
+def parse_batch_size(value: Any, name: str = "batch_size") -> int:
+    """Return a batch size from 1 to 100,000."""
+    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 100_000:
+        raise GraphileWorkerInputError(f"{name}: {value!r} is not a whole number from 1 to 100000")
+    return number

@@ -7,6 +7,7 @@ see Graphile Worker's private tables (see :meth:`GraphileWorkerHook.schema_info`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,10 +25,14 @@ from airflow_graphile.exceptions import (
     GraphileWorkerPermissionError,
     GraphileWorkerSchemaError,
 )
+from airflow_graphile.filters import DEFAULT_BATCH_SIZE, STATES, parse_job_filter
+from airflow_graphile.hooks import job_queries
+from airflow_graphile.hooks.job_queries import LOCK_TIMEOUT
 from airflow_graphile.reports import (
     SKIP_CHANGED,
     SKIP_LOCKED,
     SKIP_UNKNOWN,
+    BulkReport,
     CleanupReport,
     JobsReport,
     UnlockReport,
@@ -35,6 +40,7 @@ from airflow_graphile.reports import (
 from airflow_graphile.validation import (
     CLEANUP_TASKS,
     DEFAULT_WORKER_SCHEMA,
+    parse_batch_size,
     parse_cleanup_tasks,
     parse_duration,
     parse_identifiers,
@@ -51,8 +57,13 @@ from airflow_graphile.validation import (
 TESTED_REVISIONS = (18, 19, 20)
 # From revision 19 (0.17.0) locked_by holds the worker pool's id, not the worker's.
 POOL_ID_REVISION = 19
-# Graphile Worker's functions treat a lock older than this as no lock (its 4-hour rule).
-LOCK_TIMEOUT = timedelta(hours=4)
+
+# How a job function receives its ids: one array parameter.
+JOB_IDS_PARAM = sql.SQL("%(job_ids)s::bigint[]")
+# Permanently failed jobs deleted per transaction by cleanup.
+CLEANUP_BATCH_SIZE = 10_000
+# How often a filtered operation logs its progress.
+PROGRESS_EVERY_SECONDS = 5.0
 
 PRIVATE_TABLES = ("_private_jobs", "_private_job_queues", "_private_tasks")
 ADMIN_FUNCTIONS = (
@@ -356,14 +367,18 @@ class GraphileWorkerHook(PostgresHook):
         return JobsReport(function, ids, rows, skipped, dry_run=dry_run)
 
     def _job_function_call(
-        self, function: str, arguments: dict[str, Any]
+        self,
+        function: str,
+        arguments: dict[str, Any],
+        ids: sql.Composable = JOB_IDS_PARAM,
     ) -> tuple[sql.Composable, dict[str, Any]]:
+        """Return the function call (its ids given by ``ids``) and its checked arguments."""
         name = sql.Identifier(self.worker_schema, function)
         if function == "complete_jobs" and not arguments:
-            return sql.SQL("{}(%(job_ids)s::bigint[])").format(name), {}
+            return sql.SQL("{}({})").format(name, ids), {}
         if function == "permanently_fail_jobs" and set(arguments) <= {"reason"}:
             reason = {"reason": parse_reason(arguments.get("reason"))}
-            return sql.SQL("{}(%(job_ids)s::bigint[], %(reason)s::text)").format(name), reason
+            return sql.SQL("{}({}, %(reason)s::text)").format(name, ids), reason
         if function == "reschedule_jobs" and set(arguments) <= {
             "run_at",
             "priority",
@@ -381,10 +396,10 @@ class GraphileWorkerHook(PostgresHook):
             _check_reschedule(changes)
             return (
                 sql.SQL(
-                    "{}(%(job_ids)s::bigint[], run_at => %(run_at)s::timestamptz, "
+                    "{}({}, run_at => %(run_at)s::timestamptz, "
                     "priority => %(priority)s::int, attempts => %(attempts)s::int, "
                     "max_attempts => %(max_attempts)s::int)"
-                ).format(name),
+                ).format(name, ids),
                 changes,
             )
         if function not in JOB_FUNCTIONS:
@@ -443,6 +458,173 @@ class GraphileWorkerHook(PostgresHook):
             elif row["locked"]:
                 skipped.append(_locked(row))
         return rows, skipped
+
+    # --- filtered (bulk) operations --------------------------------------------------
+
+    def run_job_function_on_filter(
+        self,
+        function: str,
+        job_filter: Any,
+        *,
+        allow_all: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        dry_run: bool = False,
+        sample_size: int = 10,
+        **arguments: Any,
+    ) -> BulkReport:
+        """Apply a job function to every job a filter selects, in short batches.
+
+        ``function`` is ``complete_jobs``, ``permanently_fail_jobs`` or
+        ``reschedule_jobs``; ``arguments`` are its keyword arguments; ``job_filter`` a
+        :class:`~airflow_graphile.filters.JobFilter` or a dict of its fields. An empty
+        filter is refused unless ``allow_all``.
+
+        Jobs are taken in id order, ``batch_size`` at a time, up to the largest id that
+        existed when the run began; each batch is one statement in its own transaction
+        that hands the batch's ids to Graphile Worker's own function, so locked jobs are
+        skipped exactly as it skips them and a worker never waits long. Progress is
+        logged. An interrupted run leaves every finished batch done and the one in flight
+        undone; running it again is safe. ``dry_run`` only counts the matching jobs (and
+        how many are locked) and returns a sample.
+        """
+        selected = parse_job_filter(job_filter, allow_all=allow_all)
+        size = parse_batch_size(batch_size)
+        ids = sql.SQL("(select coalesce(array_agg(id), '{}') from batch)::bigint[]")
+        call, call_params = self._job_function_call(function, arguments, ids=ids)
+        report = BulkReport(function, selected.to_dict(), dry_run=dry_run, batch_size=size)
+        started = time.monotonic()
+        conn = self._connect()
+        try:
+            conn.autocommit = True
+            with conn.cursor(row_factory=dict_row) as cur:
+                self._require_usable(self._inspect_schema(cur), require_tested=False)
+                self._check_pattern(cur, selected.last_error_pattern)
+                self._execute(
+                    cur,
+                    sql.SQL("select coalesce(max(id), 0) as up_to from {}").format(
+                        self._table("_private_jobs")
+                    ),
+                )
+                up_to = int(cur.fetchone()["up_to"])  # type: ignore[index]
+                statement, params = job_queries.count_statement(self.worker_schema, selected)
+                self._execute(cur, statement, {**params, "up_to": up_to})
+                counted = cur.fetchone()
+                assert counted is not None
+                report.matched_at_start = int(counted["matched"])
+                report.locked_at_start = int(counted["locked"])
+                if dry_run:
+                    statement, params = job_queries.sample_statement(self.worker_schema, selected)
+                    self._execute(cur, statement, {**params, "up_to": up_to, "limit": sample_size})
+                    report.sample = [_jsonable(row) for row in cur.fetchall()]
+                    return report
+                self.log.info(
+                    "%s: %d job(s) match %s; working in batches of %d",
+                    function,
+                    report.matched_at_start,
+                    selected.describe(),
+                    size,
+                )
+                statement, params = job_queries.batch_statement(self.worker_schema, selected, call)
+                params = {**params, **call_params, "up_to": up_to, "batch_size": size}
+                after, last_log = 0, time.monotonic()
+                while True:
+                    batch_started = time.monotonic()
+                    self._execute(cur, statement, {**params, "after": after})
+                    row = cur.fetchone()
+                    assert row is not None
+                    took = time.monotonic() - batch_started
+                    report.batches += 1
+                    report.longest_batch_seconds = max(report.longest_batch_seconds, took)
+                    report.processed += int(row["matched"])
+                    report.changed += int(row["changed"])
+                    if row["last_id"] is None or row["matched"] < size:
+                        break
+                    after = int(row["last_id"])
+                    if time.monotonic() - last_log >= PROGRESS_EVERY_SECONDS:
+                        last_log = time.monotonic()
+                        self._log_progress(report, started)
+        finally:
+            conn.close()
+            report.seconds = time.monotonic() - started
+        return report
+
+    def _log_progress(self, report: BulkReport, started: float) -> None:
+        elapsed = time.monotonic() - started
+        total = max(report.matched_at_start, 1)
+        self.log.info(
+            "%s: %d/%d matching jobs done (%.0f%%), %d changed, %d skipped as locked, %.0f jobs/s",
+            report.function,
+            report.processed,
+            report.matched_at_start,
+            100 * report.processed / total,
+            report.changed,
+            report.skipped_locked,
+            report.processed / elapsed if elapsed > 0 else 0,
+        )
+
+    def _check_pattern(self, cur: psycopg.Cursor[dict[str, Any]], pattern: str | None) -> None:
+        """Refuse a last_error pattern PostgreSQL cannot compile, before anything runs."""
+        if pattern is None:
+            return
+        try:
+            with cur.connection.transaction():
+                self._execute(cur, sql.SQL("select '' ~ %(pattern)s as ok"), {"pattern": pattern})
+        except psycopg.errors.InvalidRegularExpression as error:
+            raise GraphileWorkerInputError(
+                f"last_error_pattern: {pattern!r} is not a valid PostgreSQL regular "
+                f"expression: {error}"
+            ) from None
+
+    # --- queue statistics ------------------------------------------------------------
+
+    def queue_stats(self) -> dict[str, Any]:
+        """Count jobs by state, by task identifier and by queue, and describe the locks.
+
+        One scan of the jobs table (in one read-only snapshot), plus the small queues
+        table. Returns ``{"total", "by_state", "by_task", "by_queue",
+        "oldest_ready_age_seconds", "locks": {"jobs", "oldest_age_seconds",
+        "by_locker"}, "locked_queues"}``; states are those of
+        :data:`airflow_graphile.filters.STATES`. Ages are in seconds, None when there
+        is nothing to measure.
+        """
+        states = dict.fromkeys(STATES, 0)
+        stats: dict[str, Any] = {
+            "total": 0,
+            "by_state": dict(states),
+            "by_task": {},
+            "by_queue": {},
+            "oldest_ready_age_seconds": None,
+            "locks": {"jobs": 0, "oldest_age_seconds": None, "by_locker": {}},
+            "locked_queues": [],
+        }
+        with self._transaction(read_only=True) as cur:
+            statement, params = job_queries.stats_statement(self.worker_schema)
+            self._execute(cur, statement, params)
+            rows = cur.fetchall()
+            self._execute(cur, job_queries.locked_queues_statement(self.worker_schema))
+            stats["locked_queues"] = [_jsonable(row) for row in cur.fetchall()]
+        for row in rows:
+            state, count = row["state"], int(row["jobs"])
+            if row["by_task"]:
+                stats["by_task"].setdefault(row["task"], dict(states))[state] = count
+            elif row["by_queue"]:
+                if row["queue"] is not None:
+                    stats["by_queue"].setdefault(row["queue"], dict(states))[state] = count
+            elif row["by_locker"]:
+                if state == "locked" and row["locked_by"] is not None:
+                    stats["locks"]["by_locker"][row["locked_by"]] = {
+                        "jobs": count,
+                        "oldest_age_seconds": _round(row["oldest_lock_age"]),
+                    }
+            else:
+                stats["by_state"][state] = count
+                stats["total"] += count
+                if state == "ready":
+                    stats["oldest_ready_age_seconds"] = _round(row["oldest_run_at_age"])
+                if state == "locked":
+                    stats["locks"]["jobs"] = count
+                    stats["locks"]["oldest_age_seconds"] = _round(row["oldest_lock_age"])
+        return stats
 
     # --- force unlock ----------------------------------------------------------------
 
@@ -533,6 +715,8 @@ class GraphileWorkerHook(PostgresHook):
         task_identifiers_to_keep: Any = (),
         dry_run: bool = False,
         allow_untested_schema: bool = False,
+        permafailed_older_than: Any = None,
+        batch_size: int = CLEANUP_BATCH_SIZE,
     ) -> CleanupReport:
         """Run Graphile Worker's cleanup steps, with its semantics and in its order.
 
@@ -545,6 +729,11 @@ class GraphileWorkerHook(PostgresHook):
           task ids; a re-created identifier gets a new id they will not match).
         - ``GC_JOB_QUEUES``: delete unlocked queues no job uses.
 
+        ``permafailed_older_than`` (a timedelta or seconds; None: no bound) keeps
+        permanently failed jobs that failed more recently than that (by ``updated_at``),
+        so people can still look at them. DELETE_PERMAFAILED_JOBS deletes in batches of
+        ``batch_size`` jobs, each its own transaction; the end result is Graphile Worker's.
+
         Returns the rows each step removed. ``dry_run=True`` counts what each step would
         remove, in one read-only snapshot, allowing for the steps before it. These
         statements touch Graphile Worker's private tables, so they refuse to run on a
@@ -552,6 +741,14 @@ class GraphileWorkerHook(PostgresHook):
         """
         steps = parse_cleanup_tasks(tasks)
         keep = parse_identifiers(task_identifiers_to_keep, "task_identifiers_to_keep")
+        size = parse_batch_size(batch_size)
+        older_than = (
+            None
+            if permafailed_older_than in (None, "")
+            else parse_duration(permafailed_older_than, "permafailed_older_than")
+        )
+        params = {"keep": keep, "older_than": older_than, "batch_size": size}
+
         report = CleanupReport(removed={}, task_identifiers_to_keep=keep, dry_run=dry_run)
         require_tested = not allow_untested_schema
         if dry_run:
@@ -562,30 +759,64 @@ class GraphileWorkerHook(PostgresHook):
                     self._execute(
                         cur,
                         sql.SQL("select count(*) as n from {} where {}").format(table, where),
-                        {"keep": keep},
+                        params,
                     )
                     counted = cur.fetchone()
                     report.removed[step] = int(counted["n"]) if counted else 0
             return report
         for step in steps:
+            if step == "DELETE_PERMAFAILED_JOBS":
+                report.removed[step] = self._delete_permafailed_in_batches(params, require_tested)
+                continue
             with self._transaction(require_tested=require_tested) as cur:
                 table, where = self._cleanup_target(step, skip_permafailed=False)
-                self._execute(
-                    cur, sql.SQL("delete from {} where {}").format(table, where), {"keep": keep}
-                )
+                self._execute(cur, sql.SQL("delete from {} where {}").format(table, where), params)
                 report.removed[step] = cur.rowcount
         return report
 
+    def _delete_permafailed_in_batches(self, params: dict[str, Any], require_tested: bool) -> int:
+        """DELETE_PERMAFAILED_JOBS, ``batch_size`` jobs per transaction, in id order."""
+        table, where = self._cleanup_target("DELETE_PERMAFAILED_JOBS", skip_permafailed=False)
+        statement = sql.SQL(
+            "with batch as (select jobs.id from {table} where jobs.id > %(after)s and {where}"
+            " order by jobs.id limit %(batch_size)s),"
+            " gone as (delete from {jobs} as doomed using batch where doomed.id = batch.id"
+            " returning doomed.id)"
+            " select (select count(*) from batch) as matched, (select max(id) from batch)"
+            " as last_id, (select count(*) from gone) as removed"
+        ).format(table=table, where=where, jobs=self._table("_private_jobs"))
+        removed, after = 0, 0
+        with self._transaction(require_tested=require_tested):
+            pass  # checks the schema and the role once, before the first batch
+        conn = self._connect()
+        try:
+            conn.autocommit = True
+            with conn.cursor(row_factory=dict_row) as cur:
+                while True:
+                    self._execute(cur, statement, {**params, "after": after})
+                    row = cur.fetchone()
+                    assert row is not None
+                    removed += int(row["removed"])
+                    if row["last_id"] is None or row["matched"] < params["batch_size"]:
+                        return removed
+                    after = int(row["last_id"])
+        finally:
+            conn.close()
+
     def _cleanup_target(
         self, step: str, *, skip_permafailed: bool
-    ) -> tuple[sql.Composed, sql.Composed | sql.SQL]:
+    ) -> tuple[sql.Composed, sql.Composable]:
         """Return the table (with alias) and condition of a cleanup step.
 
         ``skip_permafailed`` makes the garbage-collection steps ignore the jobs that
         DELETE_PERMAFAILED_JOBS would have removed before them (used by dry runs).
         """
         jobs = self._table("_private_jobs")
-        permafailed = sql.SQL("jobs.attempts = jobs.max_attempts and jobs.locked_at is null")
+        permafailed = sql.SQL(
+            "jobs.attempts = jobs.max_attempts and jobs.locked_at is null"
+            " and (%(older_than)s::interval is null"
+            " or jobs.updated_at < now() - %(older_than)s::interval)"
+        )
         remaining: sql.Composable = sql.SQL("")
         if skip_permafailed:
             remaining = sql.SQL(" and not ({})").format(permafailed)
@@ -616,6 +847,10 @@ def _check_reschedule(params: dict[str, Any]) -> None:
         raise GraphileWorkerInputError(
             f"attempts: {attempts} is more than max_attempts {max_attempts}"
         )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from airflow_graphile.operators.heartbeat_check import GraphileWorkerHeartbeatCh
 from airflow_graphile.operators.permanently_fail_jobs import (
     GraphileWorkerPermanentlyFailJobsOperator,
 )
+from airflow_graphile.operators.queue_stats import GraphileWorkerQueueStatsOperator
 from airflow_graphile.operators.reschedule_jobs import GraphileWorkerRescheduleJobsOperator
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "GraphileWorkerForceUnlockWorkersOperator",
     "GraphileWorkerHeartbeatCheckOperator",
     "GraphileWorkerPermanentlyFailJobsOperator",
+    "GraphileWorkerQueueStatsOperator",
     "GraphileWorkerRescheduleJobsOperator",
 ]

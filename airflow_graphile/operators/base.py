@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_graphile.validation import parse_bool, parse_job_ids, validate_schema_name
+from airflow_graphile.validation import parse_bool, validate_schema_name
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -68,13 +68,3 @@ class GraphileWorkerBaseOperator(BaseOperator):
 
     def is_dry_run(self) -> bool:
         return parse_bool(self.dry_run_setting, "dry_run")
-
-    def run_job_function(self, function: str, job_ids: Any, **arguments: Any) -> dict[str, Any]:
-        """Check the ids, call the hook's job function, log the summary, return the XCom."""
-        ids = parse_job_ids(job_ids)
-        dry_run = self.is_dry_run()
-        if not ids:
-            self.log.info("%s: job_ids is empty, nothing to do", function)
-        report = self.get_hook().run_job_function(function, ids, dry_run=dry_run, **arguments)
-        self.log.info("%s", report.summary())
-        return report.to_xcom()

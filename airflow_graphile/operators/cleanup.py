@@ -16,7 +16,13 @@ from airflow_graphile.heartbeats.check import (
 )
 from airflow_graphile.operators.base import GraphileWorkerBaseOperator
 from airflow_graphile.reports import CleanupReport, short_list
-from airflow_graphile.validation import parse_bool, parse_cleanup_tasks, parse_identifiers
+from airflow_graphile.validation import (
+    parse_batch_size,
+    parse_bool,
+    parse_cleanup_tasks,
+    parse_duration,
+    parse_identifiers,
+)
 
 if TYPE_CHECKING:
     from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
@@ -46,6 +52,9 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
     :param heartbeat_source: Where worker heartbeats are read, to decide whether
         GC_TASK_IDENTIFIERS is safe (see above).
     :param dead_after: A heartbeat younger than this means a live worker (templated).
+    :param permafailed_older_than: Delete only permanently failed jobs that failed longer
+        ago than this (timedelta or seconds; templated). Default: all of them.
+    :param batch_size: Permanently failed jobs deleted per transaction (default 10,000).
 
     Returns (XCom) ``{"function", "dry_run", "tasks", "removed": {step: rows},
     "skipped_steps": {step: reason}, ...}``.
@@ -57,6 +66,7 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
         "task_identifiers_to_keep",
         "heartbeat_source",
         "dead_after",
+        "permafailed_older_than",
     )
 
     def __init__(
@@ -67,6 +77,8 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
         allow_untested_schema: bool = False,
         heartbeat_source: HeartbeatSource | None = None,
         dead_after: timedelta | float | str = DEFAULT_DEAD_AFTER,
+        permafailed_older_than: timedelta | float | str | None = None,
+        batch_size: int = 10_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -75,12 +87,19 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
         self.allow_untested_schema = allow_untested_schema
         self.heartbeat_source = heartbeat_source
         self.dead_after = dead_after
+        self.permafailed_older_than = permafailed_older_than
+        self.batch_size = batch_size
 
     def execute(self, context: Context) -> dict[str, Any]:
         tasks = parse_cleanup_tasks(self.tasks)
         keep = parse_identifiers(self.task_identifiers_to_keep, "task_identifiers_to_keep")
         dry_run = self.is_dry_run()
         allow_untested = parse_bool(self.allow_untested_schema, "allow_untested_schema")
+        older_than = (
+            None
+            if self.permafailed_older_than in (None, "")
+            else parse_duration(self.permafailed_older_than, "permafailed_older_than")
+        )
         hook = self.get_hook()
         skipped: dict[str, str] = {}
         if GC_TASK_IDENTIFIERS in tasks and not keep:
@@ -96,6 +115,8 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
                 task_identifiers_to_keep=keep,
                 dry_run=dry_run,
                 allow_untested_schema=allow_untested,
+                permafailed_older_than=older_than,
+                batch_size=parse_batch_size(self.batch_size),
             )
         self.log.info("%s", report.summary())
         return {**report.to_xcom(), "skipped_steps": skipped}

@@ -9,11 +9,11 @@ from typing import Any
 from airflow.sdk import Context
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
-from airflow_graphile.operators.base import GraphileWorkerBaseOperator
+from airflow_graphile.operators.jobs import GraphileWorkerJobsOperator
 from airflow_graphile.validation import parse_run_at, parse_smallint
 
 
-class GraphileWorkerRescheduleJobsOperator(GraphileWorkerBaseOperator):
+class GraphileWorkerRescheduleJobsOperator(GraphileWorkerJobsOperator):
     """Change when and how jobs run, through Graphile Worker's ``reschedule_jobs``.
 
     Each argument left as None keeps that column unchanged. At least one must be given,
@@ -22,8 +22,8 @@ class GraphileWorkerRescheduleJobsOperator(GraphileWorkerBaseOperator):
     Unlike Graphile Worker's JavaScript wrapper, 0 is a value here, not "unchanged".
     Jobs locked by a worker less than 4 hours ago are skipped, as Graphile Worker skips them.
 
-    :param job_ids: Job ids: a list, an XCom result, or a string holding a JSON list
-        (templated). An empty list is a logged no-op.
+    Select the jobs by ``job_ids``, or by ``job_filter`` for bulk work in batches; see
+    :class:`~airflow_graphile.operators.jobs.GraphileWorkerJobsOperator`.
     :param run_at: New run time: a time-zone-aware datetime or an ISO 8601 string with
         an offset, e.g. ``2026-01-31T18:00:00+00:00`` (templated).
     :param priority: New priority, -32768 to 32767; lower runs first (templated).
@@ -31,12 +31,11 @@ class GraphileWorkerRescheduleJobsOperator(GraphileWorkerBaseOperator):
         (templated).
     :param max_attempts: New maximum attempts, 1 to 32767 (templated).
 
-    Returns (XCom) ``{"function", "dry_run", "requested", "affected", "skipped"}``.
+    Returns (XCom) by ids ``{"function", "dry_run", "requested", "affected", "skipped"}``.
     """
 
     template_fields: Sequence[str] = (
-        *GraphileWorkerBaseOperator.template_fields,
-        "job_ids",
+        *GraphileWorkerJobsOperator.template_fields,
         "run_at",
         "priority",
         "attempts",
@@ -46,7 +45,6 @@ class GraphileWorkerRescheduleJobsOperator(GraphileWorkerBaseOperator):
     def __init__(
         self,
         *,
-        job_ids: Any,
         run_at: datetime | str | None = None,
         priority: int | str | None = None,
         attempts: int | str | None = None,
@@ -54,7 +52,6 @@ class GraphileWorkerRescheduleJobsOperator(GraphileWorkerBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.job_ids = job_ids
         self.run_at = run_at
         self.priority = priority
         self.attempts = attempts
@@ -72,4 +69,4 @@ class GraphileWorkerRescheduleJobsOperator(GraphileWorkerBaseOperator):
                 "reschedule_jobs: nothing to change; give run_at, priority, attempts or "
                 "max_attempts"
             )
-        return self.run_job_function("reschedule_jobs", self.job_ids, **changes)
+        return self.run_job_function("reschedule_jobs", **changes)

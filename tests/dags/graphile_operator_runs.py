@@ -16,6 +16,7 @@ from airflow_graphile.operators import (
     GraphileWorkerCompleteJobsOperator,
     GraphileWorkerForceUnlockWorkersOperator,
     GraphileWorkerPermanentlyFailJobsOperator,
+    GraphileWorkerQueueStatsOperator,
     GraphileWorkerRescheduleJobsOperator,
 )
 
@@ -31,6 +32,10 @@ PARAMS: dict[str, Any] = {
     "max_attempts": None,
     "tasks": [],
     "keep": [],
+    "filter": {},
+    "allow_all": False,
+    "batch_size": 2000,
+    "thresholds": {},
 }
 
 
@@ -104,4 +109,19 @@ with _dag("gw_test_ids_from_xcom", native=False):
         task_id="complete",
         job_ids=pick_jobs(),
         graphile_worker_conn_id="{{ params.conn_id }}",
+    )
+
+with _dag("gw_test_bulk_fail", native=True):
+    GraphileWorkerPermanentlyFailJobsOperator(
+        task_id="bulk_fail",
+        job_filter="{{ params.filter }}",
+        allow_all="{{ params.allow_all }}",
+        batch_size="{{ params.batch_size }}",
+        reason="{{ params.reason or '' }}",
+        **COMMON,
+    )
+
+with _dag("gw_test_queue_stats", native=True):
+    GraphileWorkerQueueStatsOperator(
+        task_id="stats", thresholds="{{ params.thresholds }}", **COMMON
     )

@@ -15,7 +15,7 @@ from tests.support.graphile import (
     run_library_cleanup,
 )
 from tests.support.postgres import PostgresServer, create_database, drop_database
-from tests.support.selection import lock_job, make_selection_of_jobs, snapshot
+from tests.support.selection import fail_permanently, lock_job, make_selection_of_jobs, snapshot
 
 ALL = ["DELETE_PERMAFAILED_JOBS", "GC_TASK_IDENTIFIERS", "GC_JOB_QUEUES"]
 
@@ -174,3 +174,28 @@ def test_untested_revision_refuses_unless_allowed(
     assert hook.run_job_function("complete_jobs", [1], dry_run=True).requested == [1]
     report = hook.cleanup(ALL, allow_untested_schema=True)
     assert report.removed["DELETE_PERMAFAILED_JOBS"] == 2
+
+
+def test_age_bound_and_batches_for_permafailed_jobs(
+    gw_db: GraphileDB, hook: GraphileWorkerHook
+) -> None:
+    old = [gw_db.add_job("report", queue="q_old") for _ in range(250)]
+    recent = gw_db.add_job("report", queue="q_recent")
+    for job in [*old, recent]:
+        fail_permanently(gw_db, job)
+    gw_db.query(
+        sql.SQL("update {} set updated_at = now() - interval '2 days' where id = any(%s)").format(
+            sql.Identifier(gw_db.schema, "_private_jobs")
+        ),
+        [old],
+    )
+    steps = ["DELETE_PERMAFAILED_JOBS", "GC_JOB_QUEUES"]
+
+    preview = hook.cleanup(steps, permafailed_older_than=timedelta(days=1), dry_run=True)
+    report = hook.cleanup(steps, permafailed_older_than=86_400, batch_size=100)
+
+    assert report.removed == preview.removed == {"DELETE_PERMAFAILED_JOBS": 250, "GC_JOB_QUEUES": 1}
+    assert set(gw_db.jobs()) == {recent}
+    assert set(gw_db.queues()) == {"q_recent"}
+    with pytest.raises(GraphileWorkerInputError, match="permafailed_older_than"):
+        hook.cleanup(steps, permafailed_older_than="a while")

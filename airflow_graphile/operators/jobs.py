@@ -1,0 +1,87 @@
+"""What the complete, permanently fail and reschedule operators share: ids or a filter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_graphile.exceptions import GraphileWorkerInputError
+from airflow_graphile.filters import DEFAULT_BATCH_SIZE, parse_job_filter
+from airflow_graphile.operators.base import GraphileWorkerBaseOperator
+from airflow_graphile.validation import parse_batch_size, parse_bool, parse_job_ids
+
+
+class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
+    """Base class of the operators that call a job function, by ids or by filter.
+
+    :param job_ids: Job ids: a list, an XCom result, or a string holding a JSON list
+        (templated). An empty list is a logged no-op.
+    :param job_filter: Instead of ids, the jobs to select: a dict (templated) with any of
+        ``task_identifiers``, ``queue_names``, ``states`` (ready, scheduled, retrying,
+        failed, locked), ``created_before``/``created_after``,
+        ``run_at_before``/``run_at_after`` (ISO 8601 with a time zone), ``min_attempts``,
+        ``last_error_pattern`` (a PostgreSQL regular expression) and ``job_ids``. Applied
+        in batches of ``batch_size``, each its own short transaction.
+    :param allow_all: Let an empty ``job_filter`` select every job.
+    :param batch_size: Jobs per batch with ``job_filter`` (1 to 100,000; default 2,000).
+
+    With ``job_filter`` the XCom is ``{"function", "filter", "dry_run", "matched_at_start",
+    "processed", "changed", "skipped_locked", "batches", "seconds",
+    "longest_batch_seconds", "sample"}`` (a dry run fills ``locked_at_start`` and
+    ``sample`` instead of changing anything).
+    """
+
+    template_fields: Sequence[str] = (
+        *GraphileWorkerBaseOperator.template_fields,
+        "job_ids",
+        "job_filter",
+        "allow_all",
+        "batch_size",
+    )
+
+    def __init__(
+        self,
+        *,
+        job_ids: Any = None,
+        job_filter: Any = None,
+        allow_all: bool | str = False,
+        batch_size: int | str = DEFAULT_BATCH_SIZE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_ids = job_ids
+        self.job_filter = job_filter
+        self.allow_all = allow_all
+        self.batch_size = batch_size
+
+    def run_job_function(self, function: str, **arguments: Any) -> dict[str, Any]:
+        """Check the input, call the hook once, log the summary, return the XCom."""
+        by_filter = self.job_filter is not None and self.job_filter != ""
+        if by_filter == (self.job_ids is not None):
+            raise GraphileWorkerInputError(
+                f"{function}: give either job_ids or job_filter (got "
+                f"{'both' if by_filter else 'neither'})"
+            )
+        dry_run = self.is_dry_run()
+        if by_filter:
+            job_filter = parse_job_filter(self.job_filter, allow_all=self.allow_all)
+            bulk = self.get_hook().run_job_function_on_filter(
+                function,
+                job_filter,
+                allow_all=parse_bool(self.allow_all, "allow_all"),
+                batch_size=parse_batch_size(self.batch_size),
+                dry_run=dry_run,
+                **arguments,
+            )
+            if not dry_run and bulk.matched_at_start == 0:
+                self.log.info(
+                    "%s: no job matches %s; nothing to do", function, job_filter.describe()
+                )
+            self.log.info("%s", bulk.summary())
+            return bulk.to_xcom()
+        ids = parse_job_ids(self.job_ids)
+        if not ids:
+            self.log.info("%s: job_ids is empty, nothing to do", function)
+        report = self.get_hook().run_job_function(function, ids, dry_run=dry_run, **arguments)
+        self.log.info("%s", report.summary())
+        return report.to_xcom()

@@ -1,0 +1,116 @@
+"""Graphile Worker queue statistics, with optional thresholds that fail the task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import Context
+
+from airflow_graphile.exceptions import GraphileWorkerError, GraphileWorkerInputError
+from airflow_graphile.filters import STATES
+from airflow_graphile.operators.base import GraphileWorkerBaseOperator
+
+# What a threshold can watch: the jobs in a state, or an age in seconds.
+THRESHOLD_KEYS: tuple[str, ...] = (
+    "total",
+    *STATES,
+    "oldest_ready_age_seconds",
+    "oldest_lock_age_seconds",
+)
+_SHOWN = 10
+
+
+class GraphileWorkerThresholdError(GraphileWorkerError):
+    """A queue statistic is beyond the threshold the DAG set for it."""
+
+
+def parse_thresholds(value: Any) -> dict[str, float]:
+    """Check ``{statistic: maximum}``; names come from :data:`THRESHOLD_KEYS`."""
+    if value in (None, "", {}):
+        return {}
+    if not isinstance(value, dict):
+        raise GraphileWorkerInputError(f"thresholds: expected a dict, got {value!r}")
+    unknown = sorted(set(value) - set(THRESHOLD_KEYS))
+    if unknown:
+        raise GraphileWorkerInputError(
+            f"thresholds: unknown statistic(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(THRESHOLD_KEYS)}"
+        )
+    limits = {}
+    for key, limit in value.items():
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
+            raise GraphileWorkerInputError(f"thresholds: {key}={limit!r} is not a number >= 0")
+        limits[key] = float(limit)
+    return limits
+
+
+def _top(counts: dict[str, dict[str, int]]) -> str:
+    totals = sorted(((sum(c.values()), name) for name, c in counts.items()), reverse=True)
+    shown = [
+        f"{name} {total} ("
+        + ", ".join(f"{state} {n}" for state, n in counts[name].items() if n)
+        + ")"
+        for total, name in totals[:_SHOWN]
+    ]
+    more = f"; +{len(totals) - _SHOWN} more" if len(totals) > _SHOWN else ""
+    return "; ".join(shown) + more
+
+
+class GraphileWorkerQueueStatsOperator(GraphileWorkerBaseOperator):
+    """Count jobs by state, task identifier and queue, and describe the locks; change nothing.
+
+    One scan of the jobs table, cheap enough to run every few minutes on millions of jobs.
+    States: ready, scheduled, retrying, failed (permanently), locked (by a worker, less
+    than 4 hours ago).
+
+    :param thresholds: Optional ``{statistic: maximum}`` (templated); the task fails,
+        so Airflow's alerting fires, when a statistic is above its maximum. Statistics:
+        ``total``, a state name (jobs in that state), ``oldest_ready_age_seconds``,
+        ``oldest_lock_age_seconds``. Example: ``{"oldest_ready_age_seconds": 600,
+        "failed": 100}``.
+
+    Returns (XCom) the statistics of :meth:`GraphileWorkerHook.queue_stats`.
+    """
+
+    template_fields: Sequence[str] = (*GraphileWorkerBaseOperator.template_fields, "thresholds")
+
+    def __init__(self, *, thresholds: dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.thresholds = thresholds
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        limits = parse_thresholds(self.thresholds)
+        stats = self.get_hook().queue_stats()
+        locks = stats["locks"]
+        by_state = ", ".join(f"{state} {n}" for state, n in stats["by_state"].items())
+        self.log.info(
+            "Graphile Worker queue: %d job(s): %s; oldest ready job waiting %s s\n"
+            "  locks: %d job(s) held by %d locker(s), oldest %s s; %d named queue(s) locked\n"
+            "  by task: %s\n  by queue: %s",
+            stats["total"],
+            by_state,
+            stats["oldest_ready_age_seconds"],
+            locks["jobs"],
+            len(locks["by_locker"]),
+            locks["oldest_age_seconds"],
+            len(stats["locked_queues"]),
+            _top(stats["by_task"]) or "-",
+            _top(stats["by_queue"]) or "-",
+        )
+        values = {
+            "total": stats["total"],
+            **stats["by_state"],
+            "oldest_ready_age_seconds": stats["oldest_ready_age_seconds"],
+            "oldest_lock_age_seconds": locks["oldest_age_seconds"],
+        }
+        breaches = [
+            f"{key} is {values[key]} (threshold {limit:g})"
+            for key, limit in limits.items()
+            if values[key] is not None and values[key] > limit
+        ]
+        if breaches:
+            raise GraphileWorkerThresholdError(
+                "Graphile Worker queue beyond its thresholds: " + "; ".join(breaches)
+            )
+        return stats

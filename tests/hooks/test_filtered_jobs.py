@@ -1,0 +1,206 @@
+"""Bulk operations by filter, in batches, on every pinned Graphile Worker version."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from airflow_graphile.exceptions import GraphileWorkerInputError
+from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+from tests.support.graphile import GraphileDB, wait_for
+from tests.support.selection import fail_permanently, lock_job, snapshot
+
+
+def _set(db: GraphileDB, job: int, **columns: Any) -> None:
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = %s").format(sql.Identifier(column)) for column in columns
+    )
+    db.query(
+        sql.SQL("update {} set {} where id = %s").format(
+            sql.Identifier(db.schema, "_private_jobs"), assignments
+        ),
+        [*columns.values(), job],
+    )
+
+
+def _zoo(db: GraphileDB) -> dict[str, int]:
+    """One job in each state, with varied tasks, queues, ages and errors."""
+    now = datetime.now(timezone.utc)
+    jobs = {
+        "ready": db.add_job("send_email"),
+        "scheduled": db.add_job("send_email", queue="billing", run_at=now + timedelta(days=1)),
+        "retrying": db.add_job("send_email"),
+        "failed": db.add_job("charge", queue="billing", max_attempts=3),
+        "locked": db.add_job("charge"),
+        "old": db.add_job("charge"),
+    }
+    _set(db, jobs["retrying"], attempts=2, last_error="SMTP timeout")
+    fail_permanently(db, jobs["failed"])
+    _set(db, jobs["failed"], last_error="card declined")
+    lock_job(db, jobs["locked"], "pool-busy")
+    _set(db, jobs["old"], created_at=now - timedelta(days=10))
+    return jobs
+
+
+NOW = datetime.now(timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("job_filter", "expected"),
+    [
+        ({"task_identifiers": ["send_email"]}, {"ready", "scheduled", "retrying"}),
+        ({"queue_names": ["billing"]}, {"scheduled", "failed"}),
+        ({"states": ["ready"]}, {"ready", "old"}),
+        ({"states": ["scheduled"]}, {"scheduled"}),
+        ({"states": ["retrying"]}, {"retrying"}),
+        ({"states": ["failed"]}, {"failed"}),
+        ({"states": ["retrying", "failed"]}, {"retrying", "failed"}),
+        ({"min_attempts": 2}, {"retrying", "failed"}),
+        ({"last_error_pattern": "^card"}, {"failed"}),
+        ({"created_before": (NOW - timedelta(days=5)).isoformat()}, {"old"}),
+        ({"run_at_after": (NOW + timedelta(hours=1)).isoformat()}, {"scheduled"}),
+        ({"task_identifiers": ["charge"], "states": ["ready"]}, {"old"}),
+    ],
+    ids=lambda value: str(value) if isinstance(value, dict) else "",
+)
+def test_each_condition_selects_the_right_jobs(
+    gw_db: GraphileDB, hook: GraphileWorkerHook, job_filter: dict[str, Any], expected: set[str]
+) -> None:
+    jobs = _zoo(gw_db)
+    before = gw_db.jobs()
+
+    report = hook.run_job_function_on_filter("reschedule_jobs", job_filter, priority=7)
+
+    after = gw_db.jobs()
+    changed = {name for name, job in jobs.items() if after[job]["priority"] == 7}
+    assert changed == expected
+    assert report.changed == len(expected)
+    for name, job in jobs.items():
+        if name not in expected:
+            assert after[job] == before[job]
+
+
+def test_locked_jobs_are_skipped_and_counted(gw_db: GraphileDB, hook: GraphileWorkerHook) -> None:
+    jobs = _zoo(gw_db)
+    preview = hook.run_job_function_on_filter(
+        "complete_jobs", {"task_identifiers": ["charge"]}, dry_run=True
+    )
+    assert (preview.matched_at_start, preview.locked_at_start) == (3, 1)
+    assert [row["id"] for row in preview.sample] == sorted(
+        [jobs["failed"], jobs["locked"], jobs["old"]]
+    )
+    report = hook.run_job_function_on_filter("complete_jobs", {"task_identifiers": ["charge"]})
+    assert (report.processed, report.changed, report.skipped_locked) == (3, 2, 1)
+    assert set(gw_db.jobs()) == {jobs["ready"], jobs["scheduled"], jobs["retrying"], jobs["locked"]}
+
+
+def test_batches_and_rerun(gw_db: GraphileDB, hook: GraphileWorkerHook) -> None:
+    _many(gw_db, 2_500, "bulk")
+    report = hook.run_job_function_on_filter(
+        "permanently_fail_jobs", {"task_identifiers": ["bulk"], "states": ["ready"]},
+        batch_size=100, reason="bulk",
+    )  # fmt: skip
+    assert (report.matched_at_start, report.processed, report.changed) == (2500, 2500, 2500)
+    assert report.batches == 26  # 25 full batches and the empty one that ends the run
+    assert 0 < report.longest_batch_seconds < report.seconds
+    again = hook.run_job_function_on_filter(
+        "permanently_fail_jobs", {"task_identifiers": ["bulk"], "states": ["ready"]}
+    )
+    assert (again.matched_at_start, again.changed) == (0, 0)
+
+
+def test_empty_filter_needs_allow_all(gw_db: GraphileDB, hook: GraphileWorkerHook) -> None:
+    jobs = _zoo(gw_db)
+    before = snapshot(gw_db)
+    with pytest.raises(GraphileWorkerInputError, match="allow_all"):
+        hook.run_job_function_on_filter("complete_jobs", {})
+    assert snapshot(gw_db) == before
+    report = hook.run_job_function_on_filter("complete_jobs", {}, allow_all=True)
+    assert report.changed == len(jobs) - 1  # all but the locked one
+    assert set(gw_db.jobs()) == {jobs["locked"]}
+
+
+@pytest.mark.parametrize(
+    ("job_filter", "named"),
+    [
+        ({"states": ["zombie"]}, "unknown state(s) 'zombie'"),
+        ({"last_error_pattern": "(unclosed"}, "not a valid PostgreSQL regular expression"),
+        ({"colour": "red"}, "unknown condition(s) colour"),
+        ({"created_before": "2026-01-01T00:00:00"}, "created_before: '2026-01-01T00:00:00' has"),
+        ({"min_attempts": -1}, "min_attempts: -1 is out of range"),
+        ({"job_ids": [0]}, "job_ids: 0 is out of range"),
+        ("send_email", "expected a dict"),
+    ],
+)
+def test_bad_filters_change_nothing(
+    gw_db: GraphileDB, hook: GraphileWorkerHook, job_filter: Any, named: str
+) -> None:
+    _zoo(gw_db)
+    before = snapshot(gw_db)
+    with pytest.raises(GraphileWorkerInputError) as error:
+        hook.run_job_function_on_filter("complete_jobs", job_filter)
+    assert named in str(error.value)
+    assert snapshot(gw_db) == before
+
+
+def test_no_match_is_a_no_op(gw_db: GraphileDB, hook: GraphileWorkerHook) -> None:
+    _zoo(gw_db)
+    before = snapshot(gw_db)
+    report = hook.run_job_function_on_filter("complete_jobs", {"task_identifiers": ["nope"]})
+    assert (report.matched_at_start, report.changed, report.batches) == (0, 0, 1)
+    assert snapshot(gw_db) == before
+
+
+def _many(db: GraphileDB, count: int, task: str) -> None:
+    db.query(
+        sql.SQL(
+            "select count(*) from {}(array(select row(%s, json_build_object('n', g), null, "
+            "null, null, null, null, null)::{} from generate_series(1, %s) g))"
+        ).format(sql.Identifier(db.schema, "add_jobs"), sql.Identifier(db.schema, "job_spec")),
+        [task, count],
+    )
+
+
+def test_a_run_killed_midway_leaves_only_whole_batches_done(
+    gw_db: GraphileDB, hook: GraphileWorkerHook
+) -> None:
+    batch = 500
+    _many(gw_db, 30_000, "bulk")
+    failed_count = sql.SQL("select count(*) as n from {} where attempts = max_attempts").format(
+        sql.Identifier(gw_db.schema, "_private_jobs")
+    )
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            hook.run_job_function_on_filter(
+                "permanently_fail_jobs", {"task_identifiers": ["bulk"]}, batch_size=batch
+            )
+        except BaseException as error:  # the terminated backend
+            errors.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    wait_for(lambda: gw_db.query(failed_count)[0]["n"] >= 2 * batch, timeout=60, what="2 batches")
+    with psycopg.connect(gw_db.dsn, autocommit=True) as admin:
+        admin.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where datname = current_database() and pid <> pg_backend_pid() "
+            "and query like %s",
+            ["%with batch as%"],
+        )
+    worker.join(timeout=60)
+    assert errors and isinstance(errors[0], psycopg.OperationalError)
+    done = gw_db.query(failed_count)[0]["n"]
+    assert 0 < done < 30_000 and done % batch == 0  # no batch half-done
+
+    time.sleep(0.1)
+    rest = hook.run_job_function_on_filter("permanently_fail_jobs", {"states": ["ready"]})
+    assert rest.changed == 30_000 - done
+    assert gw_db.query(failed_count)[0]["n"] == 30_000
