@@ -28,21 +28,18 @@ def short_list(values: list[Any], limit: int = _SHOWN) -> str:
 class JobsReport:
     """The outcome of complete / permanently fail / reschedule for a list of job ids.
 
-    ``rows`` are the job rows Graphile Worker's function returned (for a dry run, the
-    current rows of the jobs it would change). ``skipped`` has one entry per id that
-    was not changed, with the reason: ``locked`` (a lock younger than 4 hours, with
-    ``locked_by`` and ``locked_at``) or ``unknown`` (no such job).
+    ``affected`` are the ids Graphile Worker's function changed (for a dry run: would
+    change), ascending. ``rows`` are the job rows it returned, when asked for. ``skipped``
+    has one entry per id that was not changed, with the reason: ``locked`` (a lock younger
+    than 4 hours, with ``locked_by`` and ``locked_at``) or ``unknown`` (no such job).
     """
 
     function: str
     requested: list[int]
-    rows: list[dict[str, Any]]
+    affected: list[int]
     skipped: list[dict[str, Any]]
     dry_run: bool = False
-
-    @property
-    def affected(self) -> list[int]:
-        return sorted(row["id"] for row in self.rows)
+    rows: list[dict[str, Any]] | None = None
 
     def to_xcom(self) -> dict[str, Any]:
         return {
@@ -56,11 +53,11 @@ class JobsReport:
     def summary(self) -> str:
         verb = "would change" if self.dry_run else "changed"
         head = (
-            f"{self.function}: {len(self.requested)} requested, {verb} {len(self.rows)}, "
+            f"{self.function}: {len(self.requested)} requested, {verb} {len(self.affected)}, "
             f"skipped {len(self.skipped)}"
         )
         lines = [head + (" (dry run: nothing was changed)" if self.dry_run else "")]
-        if self.rows:
+        if self.affected:
             lines.append(f"  {verb}: {short_list(self.affected)}")
         locked = [s for s in self.skipped if s["reason"] == SKIP_LOCKED]
         if locked:

@@ -299,7 +299,7 @@ class GraphileWorkerHook(PostgresHook):
         the rows returned (the deleted jobs) can be fewer than the ids asked for.
         Use :meth:`run_job_function` to learn why each id was skipped.
         """
-        return self.run_job_function("complete_jobs", job_ids).rows
+        return self.run_job_function("complete_jobs", job_ids, with_rows=True).rows or []
 
     def permanently_fail_jobs(
         self, job_ids: Any, reason: str | None = None
@@ -309,7 +309,10 @@ class GraphileWorkerHook(PostgresHook):
         ``reason=None`` uses Graphile Worker's default message. Locked jobs are skipped.
         Returns the updated rows.
         """
-        return self.run_job_function("permanently_fail_jobs", job_ids, reason=reason).rows
+        report = self.run_job_function(
+            "permanently_fail_jobs", job_ids, with_rows=True, reason=reason
+        )
+        return report.rows or []
 
     def reschedule_jobs(
         self,
@@ -324,17 +327,25 @@ class GraphileWorkerHook(PostgresHook):
 
         Locked jobs are skipped. Returns the updated rows.
         """
-        return self.run_job_function(
+        report = self.run_job_function(
             "reschedule_jobs",
             job_ids,
+            with_rows=True,
             run_at=run_at,
             priority=priority,
             attempts=attempts,
             max_attempts=max_attempts,
-        ).rows
+        )
+        return report.rows or []
 
     def run_job_function(
-        self, function: str, job_ids: Any, *, dry_run: bool = False, **arguments: Any
+        self,
+        function: str,
+        job_ids: Any,
+        *,
+        dry_run: bool = False,
+        with_rows: bool = False,
+        **arguments: Any,
     ) -> JobsReport:
         """Call one of Graphile Worker's three job functions and explain the result.
 
@@ -345,26 +356,34 @@ class GraphileWorkerHook(PostgresHook):
         changed: a read-only transaction reports which jobs the call would change and which
         it would skip, by Graphile Worker's rule (a job locked less than 4 hours ago is
         skipped). An empty ``job_ids`` is a no-op that does not touch the database.
+        ``with_rows`` also returns the job rows as JSON-safe dicts (payload included);
+        without it only ids come back, which is much cheaper for large lists.
         """
         call, params = self._job_function_call(function, arguments)
         ids = parse_job_ids(job_ids)
+        rows: list[dict[str, Any]] | None = [] if with_rows else None
         if not ids:
-            return JobsReport(function, [], [], [], dry_run=dry_run)
+            return JobsReport(function, [], [], [], dry_run=dry_run, rows=rows)
         with self._transaction(read_only=dry_run) as cur:
             if dry_run:
-                rows, skipped = self._preview_job_function(cur, ids)
+                affected, skipped, rows = self._preview_job_function(cur, ids, with_rows)
             else:
-                self._execute(
-                    cur,
-                    sql.SQL(
-                        "select coalesce(json_agg(j order by j.id), '[]') as rows from {} as j"
-                    ).format(call),
-                    {"job_ids": ids, **params},
+                result_sql = (
+                    "select coalesce(json_agg(j order by j.id), '[]') as rows from {} as j"
+                    if with_rows
+                    else "select coalesce(array_agg(j.id order by j.id), '{{}}') as ids "
+                    "from {} as j"
                 )
+                self._execute(cur, sql.SQL(result_sql).format(call), {"job_ids": ids, **params})
                 result = cur.fetchone()
-                rows = result["rows"] if result else []
-                skipped = self._explain_skipped(cur, ids, {row["id"] for row in rows})
-        return JobsReport(function, ids, rows, skipped, dry_run=dry_run)
+                assert result is not None
+                if with_rows:
+                    rows = result["rows"]
+                    affected = [row["id"] for row in result["rows"]]
+                else:
+                    affected = list(result["ids"])
+                skipped = self._explain_skipped(cur, ids, set(affected))
+        return JobsReport(function, ids, affected, skipped, dry_run=dry_run, rows=rows)
 
     def _job_function_call(
         self,
@@ -437,19 +456,24 @@ class GraphileWorkerHook(PostgresHook):
         return skipped
 
     def _preview_job_function(
-        self, cur: psycopg.Cursor[dict[str, Any]], ids: list[int]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        self, cur: psycopg.Cursor[dict[str, Any]], ids: list[int], with_rows: bool
+    ) -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """Affected ids, skipped entries and (optionally) rows, by Graphile Worker's rule."""
         self._execute(
             cur,
             sql.SQL(
                 "select j.id, j.locked_by, j.locked_at, "
-                "coalesce(j.locked_at >= now() - %(timeout)s::interval, false) as locked, "
-                "to_json(j) as row from {} as j where j.id = any(%(ids)s::bigint[]) order by j.id"
-            ).format(self._table("_private_jobs")),
+                "coalesce(j.locked_at >= now() - %(timeout)s::interval, false) as locked{} "
+                "from {} as j where j.id = any(%(ids)s::bigint[]) order by j.id"
+            ).format(
+                sql.SQL(", to_json(j) as row" if with_rows else ""),
+                self._table("_private_jobs"),
+            ),
             {"ids": ids, "timeout": LOCK_TIMEOUT},
         )
         found = {row["id"]: row for row in cur.fetchall()}
-        rows = [row["row"] for row in found.values() if not row["locked"]]
+        affected = [job_id for job_id, row in found.items() if not row["locked"]]
+        rows = [found[job_id]["row"] for job_id in affected] if with_rows else None
         skipped = []
         for job_id in sorted(ids):
             row = found.get(job_id)
@@ -457,7 +481,7 @@ class GraphileWorkerHook(PostgresHook):
                 skipped.append({"id": job_id, "reason": SKIP_UNKNOWN})
             elif row["locked"]:
                 skipped.append(_locked(row))
-        return rows, skipped
+        return affected, skipped, rows
 
     # --- filtered (bulk) operations --------------------------------------------------
 
