@@ -7,8 +7,12 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := graphile/node_modules/.installed
+# The end-to-end tests (tests/e2e) drive the Airflow UI with playwright-core in Debian's
+# chromium; playwright never downloads a browser of its own.
+E2E_NODE_STAMP := tests/e2e/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv node lint test demo clean distclean
+.PHONY: venv node chromium e2e-deps lint test demo clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -23,12 +27,21 @@ $(NODE_STAMP): graphile/package.json graphile/package-lock.json
 	npm ci --prefix graphile --no-audit --no-fund
 	touch $@
 
+chromium:
+	test -x $(CHROMIUM) || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+e2e-deps: chromium $(E2E_NODE_STAMP)
+
+$(E2E_NODE_STAMP): tests/e2e/package.json tests/e2e/package-lock.json
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/e2e --no-audit --no-fund
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: venv node lint
+test: venv node e2e-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: venv node
@@ -40,4 +53,4 @@ clean:
 		-o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) graphile/node_modules
+	rm -rf $(VENV) graphile/node_modules tests/e2e/node_modules

@@ -52,7 +52,7 @@ with DAG(
             uniqueItems=True,
             title="Job ids",
             description="For complete, permanently_fail and reschedule: the ids of the jobs, "
-            "one per line. Jobs a worker is running right now are skipped.",
+            "as a list such as [12, 15]. Jobs a worker is running right now are skipped.",
         ),
         "worker_ids": Param(
             [],
@@ -60,9 +60,9 @@ with DAG(
             items={"type": "string", "minLength": 1},
             uniqueItems=True,
             title="Worker ids",
-            description="For force_unlock: the ids in the jobs' locked_by column (pool-... "
-            "since Graphile Worker 0.17). ONLY for workers that are dead: a live worker's "
-            "jobs would run twice.",
+            description="For force_unlock: one per line, the ids in the jobs' locked_by "
+            "column (pool-... since Graphile Worker 0.17). ONLY for workers that are dead: a "
+            "live worker's jobs would run twice.",
         ),
         "reason": Param(
             None,
