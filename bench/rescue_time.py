@@ -32,9 +32,10 @@ end, and the jobs gone.
 The bound, from the settings: A is dead DEAD_AFTER after its last beat (50-60 s after
 the kill, as it beats every 10 s); the first run whose heartbeat check starts after that
 unlocks it: up to CHECK_EVERY (60 s) later, plus the run's task overhead (the stuck-lock
-poke returns at once, since B's long lock is "stuck" too; its 15 s poke interval only
-matters when no lock is stuck yet); then B finds the jobs at its next poll (<= 2 s).
-So roughly 55 s to 2.5 min.
+poke usually returns at once, since A's and B's locks are older than STUCK_AFTER by
+then; the 15 s poke interval counts only when A's lock is still younger than that);
+then B finds the jobs at its next poll (<= 2 s). So from about 50 s + overhead to
+122 s + overhead (+15 s), i.e. roughly 1 to 2.5 minutes.
 
 Everything started here is stopped at exit, also on Ctrl-C or SIGTERM: the workers,
 Airflow (SIGINT, then SIGKILL to what is left of its process group), both databases.
@@ -250,21 +251,47 @@ def airflow_standalone(
     try:
         yield Airflow(process=process, home=home, log_path=log_path, api=api)
     finally:
+        with suppress(httpx.HTTPError):  # no new runs while it shuts down
+            api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": True}, timeout=10)
         api.close()
         stop_standalone(process)
+
+
+def group_members(pgid: int) -> list[str]:
+    """``pid name`` of the live processes in a process group (read from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(f"{stat.parent.name} {name}")
+    return members
 
 
 def stop_standalone(process: subprocess.Popen[bytes], grace: float = 90.0) -> None:
     """SIGINT to standalone (it then stops its components), then SIGKILL its group."""
     if process.poll() is None:
+        started = time.monotonic()
         process.send_signal(signal.SIGINT)
         try:
             process.wait(grace)
+            say(f"  airflow standalone stopped {time.monotonic() - started:.0f} s after SIGINT")
         except subprocess.TimeoutExpired:
-            say(f"  airflow standalone did not stop within {grace:.0f} s: killing it")
+            say(
+                f"  airflow standalone still running {grace:.0f} s after SIGINT; killing its "
+                f"process group: {', '.join(group_members(process.pid))}"
+            )
     # Leftovers in its session (task runners, log servers, ...), by their group id.
+    left = group_members(process.pid)
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
+    if left and process.returncode is not None:
+        say(f"  killed leftovers of airflow standalone: {', '.join(left)}")
     process.wait()
 
 
@@ -348,17 +375,21 @@ class Trial:
     def milestones(self) -> dict[str, float | None]:
         """Seconds after the kill of each observed moment."""
         run = self.unlock_run or {}
-        unlock = self.unlock_tasks.get("force_unlock_dead_workers", {})
-        check = self.unlock_tasks.get("check_heartbeats", {})
+        tis = self.unlock_tasks
         stale = self.last_beat_at + timedelta(seconds=DEAD_AFTER) if self.last_beat_at else None
+
+        def task_time(task_id: str, key: str) -> float | None:
+            return self.after_kill(parse_time(tis.get(task_id, {}).get(key)))
+
         return {
             "last_beat": self.after_kill(self.last_beat_at),
             "dead_by_rule": self.after_kill(stale),
             "run_after": self.after_kill(parse_time(run.get("run_after"))),
             "run_start": self.after_kill(parse_time(run.get("start_date"))),
-            "check_start": self.after_kill(parse_time(check.get("start_date"))),
-            "unlock_start": self.after_kill(parse_time(unlock.get("start_date"))),
-            "unlock_end": self.after_kill(parse_time(unlock.get("end_date"))),
+            "sensor_end": task_time("find_stuck_locks", "end_date"),
+            "check_start": task_time("check_heartbeats", "start_date"),
+            "unlock_start": task_time("force_unlock_dead_workers", "start_date"),
+            "unlock_end": task_time("force_unlock_dead_workers", "end_date"),
             "jobs_gone": self.rescue_seconds,
         }
 
@@ -397,6 +428,26 @@ def find_unlock_run(
         if time.monotonic() > deadline:
             return None
         time.sleep(2)
+
+
+def describe_runs(airflow: Airflow, trial: Trial) -> list[str]:
+    """One line per DAG run since the trial started: what its heartbeat check decided."""
+    names = {trial.doomed_id: "A", trial.survivor_id: "B"}
+    lines = []
+    for run in airflow.runs(trial.started):
+        started = parse_time(run.get("start_date"))
+        when = f"{trial.after_kill(started):+6.1f} s" if started else "   -   "
+        check = airflow.xcom(run["dag_run_id"], "check_heartbeats")
+        if check is None:
+            verdict = "no heartbeat check (nothing stuck yet, or still running)"
+        else:
+            verdict = "; ".join(
+                f"{kind} " + ",".join(names.get(i["locker_id"], i["locker_id"]) for i in items)
+                for kind in ("dead", "alive", "unknown")
+                if (items := check.get(kind))
+            )
+        lines.append(f"run started {when}: {run['state']}, {verdict or 'no lockers'}")
+    return lines
 
 
 def run_trial(
@@ -472,10 +523,7 @@ def run_trial(
         found = find_unlock_run(airflow, trial, timeout=120)
         if found is not None:
             trial.unlock_run, trial.unlock_tasks = found
-        trial.runs_seen = [
-            f"{run['dag_run_id']} {run['state']}"
-            for run in airflow.runs(trial.started - timedelta(minutes=1))
-        ]
+        trial.runs_seen = describe_runs(airflow, trial)
     return trial
 
 
@@ -491,6 +539,7 @@ MILESTONE_LABELS = {
     "dead_by_rule": "A dead by rule (last beat + DEAD_AFTER 60 s)",
     "run_after": "unlocking run: scheduled (run_after)",
     "run_start": "unlocking run: started",
+    "sensor_end": "find_stuck_locks ended",
     "check_start": "check_heartbeats started",
     "unlock_start": "force_unlock_dead_workers started",
     "unlock_end": "force_unlock_dead_workers ended",
@@ -506,6 +555,9 @@ def print_trial(trial: Trial) -> None:
     if trial.unlock_run is None:
         say("    (the unlocking run was not found through the REST API)")
     say(f"    jobs run by B (its log): {'yes' if trial.ran_by_survivor else 'NO'}")
+    say("    DAG runs during the trial (start relative to the kill):")
+    for line in trial.runs_seen:
+        say(f"      {line}")
 
 
 def print_summary(trials: list[Trial]) -> None:
@@ -527,40 +579,45 @@ def print_summary(trials: list[Trial]) -> None:
                 f"    {label:<46} {median(values):>+7.1f}   "
                 f"(min {min(values):+.1f}, max {max(values):+.1f})"
             )
-    waits = []
-    overheads = []
-    pickups = []
-    for trial in trials:
-        marks = trial.milestones()
-        dead, run_after = marks["dead_by_rule"], marks["run_after"]
-        unlock_end, gone = marks["unlock_end"], marks["jobs_gone"]
-        if dead is not None and run_after is not None:
-            waits.append(run_after - dead)
-        if run_after is not None and unlock_end is not None:
-            overheads.append(unlock_end - run_after)
-        if unlock_end is not None and gone is not None:
-            pickups.append(gone - unlock_end)
+    phases = {
+        "kill -> A dead by rule": ("kill", "dead_by_rule"),
+        "dead -> heartbeat check starts": ("dead_by_rule", "check_start"),
+        "check starts -> unlock committed": ("check_start", "unlock_end"),
+        "unlock -> jobs gone (B polls)": ("unlock_end", "jobs_gone"),
+    }
+    notes = {
+        "kill -> A dead by rule": f"DEAD_AFTER {DEAD_AFTER:.0f} s minus the 0-"
+        f"{HEARTBEAT_MS / 1000:.0f} s since A's last beat",
+        "dead -> heartbeat check starts": f"schedule phase: 0 .. CHECK_EVERY {CHECK_EVERY:.0f} "
+        f"s, + scheduling, + the sensor (at once, or {POKE_INTERVAL:.0f} s polls if A's lock "
+        "was still young)",
+        "check starts -> unlock committed": "two task starts on the LocalExecutor",
+        "unlock -> jobs gone (B polls)": f"B's poll <= {POLL_MS / 1000:.0f} s; the task's end "
+        "time is written after the commit, so this can look short",
+    }
     say()
-    say("  Where the time goes (median over trials):")
-    if waits:
-        say(
-            f"    dead -> next scheduled run      {median(waits):6.1f} s  (0 .. CHECK_EVERY "
-            f"{CHECK_EVERY:.0f} s: schedule phase; negative = run was already going)"
-        )
-    if overheads:
-        say(
-            f"    run scheduled -> unlock done    {median(overheads):6.1f} s  (scheduler + "
-            "3 task starts on the LocalExecutor)"
-        )
-    if pickups:
-        say(
-            f"    unlock done -> jobs gone        {median(pickups):6.1f} s  (B's poll "
-            f"<= {POLL_MS / 1000:.0f} s, and task end time is recorded after the commit)"
-        )
+    say("  Where the time goes (in each trial they add up to its total), median [min, max] in s:")
+    for label, (start, end) in phases.items():
+        values = []
+        for trial in trials:
+            marks = trial.milestones()
+            first = 0.0 if start == "kill" else marks[start]
+            last = marks[end]
+            if first is not None and last is not None:
+                values.append(last - first)
+        if values:
+            say(
+                f"    {label:<34} {median(values):6.1f} [{min(values):.1f}, {max(values):.1f}]"
+                f"   {notes[label]}"
+            )
+    low = DEAD_AFTER - HEARTBEAT_MS / 1000
+    high = DEAD_AFTER + CHECK_EVERY + POLL_MS / 1000
     say(
-        f"  Bound from the settings: DEAD_AFTER {DEAD_AFTER:.0f} s after the last beat (which is "
-        f"0-{HEARTBEAT_MS / 1000:.0f} s before the kill) + up to CHECK_EVERY {CHECK_EVERY:.0f} s "
-        "for the next run + task overhead + worker poll: about 55-150 s."
+        f"  Bound from the settings: A is dead DEAD_AFTER ({DEAD_AFTER:.0f} s) after its last "
+        f"beat, which came 0-{HEARTBEAT_MS / 1000:.0f} s before the kill; the next run's check "
+        f"comes 0-{CHECK_EVERY:.0f} s later (+{POKE_INTERVAL:.0f} s if the sensor had to "
+        "defer); then a few seconds of task starts and B's poll. So from about "
+        f"{low:.0f} s + overhead to {high:.0f} s + overhead."
     )
 
 

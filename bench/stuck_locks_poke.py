@@ -152,8 +152,10 @@ def fill(dsn: str, total: int, batch: int) -> float:
             ).fetchone()
             assert row is not None and row[0] == size, row
             done += size
-            print(f"\r  added {done:,} / {total:,} jobs", end="", flush=True)
-    print()
+            if sys.stdout.isatty():
+                print(f"\r  added {done:,} / {total:,} jobs", end="", flush=True)
+    if sys.stdout.isatty():
+        print("\r", end="")
     return time.monotonic() - started
 
 
