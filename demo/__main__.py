@@ -1,15 +1,15 @@
 """The airflow-graphile demo, end to end. Run from the repo root: `python -m demo [--keep]`.
 
 1. A temp Airflow home (SQLite), migrated in the background while we:
-2. find PostgreSQL (or start a throwaway cluster), create a throwaway database per act and
-   install Graphile Worker's schema with its own CLI.
-3. Act 1: seed a small queue with the SQL function add_job, let a real worker fail two
-   jobs, then kill -9 it while it holds a long job and the lock of queue "reports"; run
-   the DAG demo/dags/graphile_worker_demo.py (five admin operators) with dag.test() and
-   print the queue before and after, and what each task reported.
-4. Act 2 (demo/rescue.py): two real workers write heartbeats; kill -9 one of them, run the
-   example DAG example_dags/graphile_worker_unlock_crashed.py with dag.test() and show
-   that only the dead worker's locks were released, and that the live worker ran its jobs.
+2. find PostgreSQL (or start a throwaway cluster), create a throwaway database and install
+   Graphile Worker's schema with its own CLI;
+3. seed jobs (demo/seed.py), start two real workers with the heartbeat plugin, let them fail
+   jobs for good and for a retry, and kill -9 worker A while it holds a job and a queue;
+4. run the three example DAGs of example_dags/ with dag.test(), printing after each what
+   each task did (from its XCom) and the queue as a compact table with what changed:
+   graphile_worker_unlock_crashed (demo/rescue.py), graphile_worker_cleanup
+   (demo/cleanup.py), graphile_worker_admin as from its trigger form (demo/admin.py);
+5. stop worker B and run the cleanup again, now that no worker is alive.
 
 Airflow's own output goes to a log file in the temp home; its path is printed only if
 something fails. Everything started here is stopped at the end, also on error or Ctrl-C.
@@ -30,53 +30,39 @@ import tempfile
 import time
 import traceback
 import uuid
-from dataclasses import astuple, dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import psycopg
 
-from demo import rescue
+from demo.admin import part_three
+from demo.cleanup import finale, part_two
 from demo.common import (
     CONN_ID,
+    EXAMPLE_DAGS_DIR,
     SCHEMA,
     VERSION,
-    WIDTH,
-    id_list,
-    output_to,
-    report_run,
-    run_dag,
+    load_example_dag,
     say,
-    show_queue,
     use_database,
 )
-from tests.support.graphile import (
-    REVISIONS,
-    GraphileDB,
-    WorkerProcess,
-    install_schema,
-    wait_for,
-)
+from demo.queue import Names, show_jobs, show_queue
+from demo.rescue import part_one
+from demo.seed import seed_and_crash
+from demo.world import World
+from tests.support.graphile import REVISIONS, GraphileDB, install_schema
 from tests.support.postgres import PostgresServer, create_database, drop_database, postgres_server
 
-DAGS_DIR = Path(__file__).resolve().parent / "dags"
-DAG_ID = "graphile_worker_demo"
-TASK_IDS = (
-    "complete_jobs",
-    "permanently_fail_jobs",
-    "reschedule_jobs",
-    "force_unlock_workers",
-    "cleanup",
-)
+DAG_IDS = ("graphile_worker_unlock_crashed", "graphile_worker_cleanup", "graphile_worker_admin")
+# A heartbeat older than this means a dead worker, in the demo (the DAGs' default: 60 s).
+DEAD_AFTER = 3.0
 
 INTRO = f"""\
-airflow-graphile demo: two acts on throwaway Graphile Worker {VERSION} queues in PostgreSQL.
-  Act 1  crash a real worker mid-job (kill -9), then run the DAG {DAG_ID}: its five
-         tasks complete, fail, reschedule and unlock jobs, then clean up.
-  Act 2  two workers write heartbeats; kill -9 one of them, then run the example DAG
-         {rescue.DAG_ID}: it unlocks the jobs of the dead worker only.
+airflow-graphile demo: the provider's three example DAGs, run through Airflow (dag.test()) on a
+throwaway Graphile Worker {VERSION} queue in PostgreSQL, worked by real workers with heartbeats.
+  1. graphile_worker_unlock_crashed  frees the jobs of a worker killed with kill -9, by heartbeat
+  2. graphile_worker_cleanup         the daily cleanup: failed jobs, unused queues and task names
+  3. graphile_worker_admin           one action from the trigger form: reschedule, fail, ...
 """
 
 
@@ -89,21 +75,17 @@ def configure_airflow(home: Path) -> Path:
         {
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_DIR),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAGS_DIR),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             # dag.test() runs only DAGs that live in a configured bundle.
+            # ("example_dags" is a name Airflow reserves.)
             "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
                 [
                     {
-                        "name": name,
+                        "name": "provider_examples",
                         "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                        "kwargs": {"path": str(path), "refresh_interval": 0},
+                        "kwargs": {"path": str(EXAMPLE_DAGS_DIR), "refresh_interval": 0},
                     }
-                    # ("example_dags" is a name Airflow reserves.)
-                    for name, path in (
-                        ("graphile_demo", DAGS_DIR),
-                        ("provider_examples", rescue.EXAMPLE_DAGS_DIR),
-                    )
                 ]
             ),
         }
@@ -136,92 +118,12 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 # --- PostgreSQL and Graphile Worker ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Seed:
-    """The jobs the demo adds, in id order."""
-
-    welcome: int  # send_email, due now
-    receipt: int  # send_email, due now
-    newsletter: int  # send_email, due in 2 hours
-    charge: int  # charge_card in queue "billing"
-    bounced: int  # fail, 1 attempt allowed: the worker fails it for good
-    flaky: int  # fail, 5 attempts allowed: the worker fails it once, it will retry
-    report: int  # sleep 10 minutes in queue "reports": the worker crashes while running it
-    weekly: int  # noop in queue "reports": blocked behind the crashed worker's queue lock
-
-
-def seed_jobs(db: GraphileDB) -> Seed:
-    in_2h = datetime.now(timezone.utc) + timedelta(hours=2)
-    return Seed(
-        welcome=db.add_job("send_email", {"to": "ana@example.com", "template": "welcome"}),
-        receipt=db.add_job("send_email", {"to": "ben@example.com", "template": "receipt"}),
-        newsletter=db.add_job("send_email", {"template": "newsletter"}, run_at=in_2h),
-        charge=db.add_job("charge_card", {"order": 1042, "cents": 4999}, queue="billing"),
-        bounced=db.add_job("fail", {"message": "550: no such mailbox"}, max_attempts=1),
-        flaky=db.add_job("fail", {"message": "SMTP relay timed out"}, max_attempts=5),
-        report=db.add_job("sleep", {"ms": 600_000}, queue="reports"),
-        weekly=db.add_job("noop", {"report": "weekly"}, queue="reports"),
-    )
-
-
-def crash_a_worker(db: GraphileDB, seed: Seed) -> str:
-    """Let a real worker fail two jobs and start the report, kill -9 it; return its pool id."""
-    worker = WorkerProcess(db.dsn, VERSION, schema=SCHEMA, jobs=3)
-    try:
-
-        def busy() -> str:
-            jobs = db.jobs()
-            failed = jobs[seed.bounced]["last_error"] and jobs[seed.flaky]["last_error"]
-            report = jobs[seed.report]
-            return str(report["locked_by"]) if failed and report["locked_at"] else ""
-
-        pool_id = wait_for(busy, timeout=30, what="the worker to run its first jobs")
-    except TimeoutError as error:
-        worker.kill()
-        raise RuntimeError(f"{error}; the worker's output:\n{worker.log_text()}") from None
-    finally:
-        worker.kill()  # SIGKILL: a crash, so its locks stay
-    return pool_id
-
-
 def drop_quietly(server: PostgresServer, dbname: str) -> None:
     try:
         drop_database(server, dbname)
         say(f"Dropped database {dbname}.")
     except psycopg.Error as error:
         say(f"Could not drop database {dbname}: {error}")
-
-
-def summarize(task_id: str, result: dict[str, Any]) -> str:
-    """One line from a task's XCom."""
-    if task_id == "force_unlock_workers":
-        text = (
-            f"unlocked job(s) {id_list(result['unlocked_job_ids'])} and queue(s) "
-            f"{id_list(result['unlocked_queue_names'])}"
-        )
-        idle = result["held_nothing"]
-        return text + (f"; held nothing: {id_list(idle)}" if idle else "")
-    if task_id == "cleanup":
-        return ", ".join(f"{step} removed {count}" for step, count in result["removed"].items())
-    verb = {
-        "complete_jobs": "completed (so deleted)",
-        "permanently_fail_jobs": "permanently failed",
-        "reschedule_jobs": "rescheduled",
-    }[task_id]
-    reasons = {"locked": "locked by {locked_by}", "unknown": "no such job"}
-    skipped = [
-        f"{item['id']} ({reasons.get(item['reason'], item['reason']).format(**item)})"
-        for item in result["skipped"]
-    ]
-    text = f"{verb} {id_list(result['affected'])}"
-    return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
-
-
-# --- Main ------------------------------------------------------------------------------
-
-
-def heading(text: str) -> None:
-    say(f"── {text} ".ljust(WIDTH, "─"))
 
 
 def new_database(
@@ -237,75 +139,11 @@ def new_database(
     return GraphileDB(server.dsn(dbname), VERSION, dbname, SCHEMA, REVISIONS[VERSION], CONN_ID)
 
 
-def act_one(db: GraphileDB, migrate: subprocess.Popen[bytes], log_file: Path) -> bool:
-    """Crash a worker, run the five-operator DAG, show the queue; return the run's success."""
-    heading(f"ACT 1: five admin operators, on the queue of a crashed worker ({db.dbname})")
-    seed = seed_jobs(db)
-    say(f"  Queue       {len(astuple(seed))} jobs added with add_job()")
-    pool_id = crash_a_worker(db, seed)
-    say(
-        f"  Worker      a real worker failed jobs {seed.bounced} and {seed.flaky}, started job "
-        f"{seed.report} and was killed with SIGKILL: job {seed.report} and queue reports "
-        f"stay locked by its pool id {pool_id} (Graphile Worker frees them only after "
-        "4 hours). It has no handler for send_email and charge_card: those jobs just wait.",
-        indent=14,
-    )
-    say()
-
-    jobs_before, queues_before = show_queue("BEFORE", db)
-
-    unknown = 999
-    conf: dict[str, Any] = {
-        "complete_job_ids": [seed.welcome, seed.report, unknown],
-        "fail_job_ids": [seed.charge],
-        "fail_reason": "Order 1042 cancelled by the customer",
-        "reschedule_job_ids": [seed.flaky],
-        "reschedule_run_at": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(
-            timespec="seconds"
-        ),
-        "reschedule_attempts": 0,
-        "crashed_worker_ids": [pool_id],
-    }
-    why = {
-        "complete_job_ids": f"{seed.report} is locked; {unknown} does not exist",
-        "fail_job_ids": "the billing job: stop it from ever running",
-        "reschedule_job_ids": "the retrying job: in 1 hour, attempts back to 0",
-        "crashed_worker_ids": "the killed worker's pool id (its locked_by)",
-    }
-    if migrate.wait() != 0:
-        raise RuntimeError(f"`airflow db migrate` failed with exit code {migrate.returncode}")
-    say(f"RUN  dag.test() of the DAG {DAG_ID}, with this conf:")
-    value_width = max(len(json.dumps(conf[key])) for key in why)
-    for key, value in conf.items():
-        say(f"  {key:<20} {json.dumps(value):<{value_width}}  {why.get(key, '')}".rstrip())
-    started = time.monotonic()
-    with output_to(log_file):
-        from demo.dags.graphile_worker_demo import dag
-
-        outcome = run_dag(dag, conf)
-    say(f"  -> {outcome.state}, in {time.monotonic() - started:.1f} s")
-    say()
-
-    jobs_after, queues_after = show_queue("AFTER", db)
-    gone = f"jobs {id_list(sorted(jobs_before - jobs_after))}"
-    if queues_before - queues_after:
-        gone += f"; queue(s) {id_list(sorted(queues_before - queues_after))}"
-    say(f"  Gone since BEFORE: {gone}")
-    say()
-
-    say("WHAT EACH TASK DID (from its XCom)")
-    for task_id in TASK_IDS:
-        state = outcome.task_states.get(task_id, "not run")
-        result = outcome.xcom.get(task_id)
-        text = summarize(task_id, result) if state == "success" and result else state
-        say(f"  {task_id:<22} {text}", indent=25)
-    say()
-    report_run(outcome, log_file)
-    return outcome.succeeded
+# --- Main ------------------------------------------------------------------------------
 
 
 def demo(keep: bool, log_file: Path) -> bool:
-    """Set up, run both acts and report; return whether both DAG runs succeeded."""
+    """Set up, run the three example DAGs and report; return whether every run succeeded."""
     with contextlib.ExitStack() as stack:
         say("SETUP")
         migrate = start_db_migrate(log_file)
@@ -316,29 +154,44 @@ def demo(keep: bool, log_file: Path) -> bool:
             server = stack.enter_context(postgres_server())
         throwaway = "throwaway" in messages.getvalue()
         note = " (but the throwaway cluster goes away now)" if throwaway else ""
-        suffix = uuid.uuid4().hex[:8]
-        dbs = [
-            new_database(stack, server, f"graphile_{act}_{suffix}", keep, note)
-            for act in ("demo", "rescue")
-        ]
-        kind = "a throwaway cluster" if throwaway else "a running server"
+        db = new_database(stack, server, f"graphile_demo_{uuid.uuid4().hex[:8]}", keep, note)
+        use_database(server, db.dbname)  # the example DAGs use graphile_worker_default
+        kind = "a throwaway cluster" if throwaway else "the running server"
+        say(f"  PostgreSQL  {server.host}:{server.port} ({kind}), database {db.dbname}")
         say(
-            f"  PostgreSQL  {server.host}:{server.port} ({kind}), a database per act: "
-            f"{dbs[0].dbname} and {dbs[1].dbname}",
+            f"  Graphile    Worker {VERSION}'s schema installed with its own CLI; workers run "
+            "its CLI with the heartbeat plugin (worker-plugin/)",
             indent=14,
         )
-        say(f"  Graphile    Worker {VERSION} schema installed in both, with its own CLI")
-        say("  Airflow     metadata database (SQLite, in a temp AIRFLOW_HOME) migrating meanwhile")
+        say(
+            f"  Airflow     connection {CONN_ID} (AIRFLOW_CONN_...) = that database; metadata "
+            "database (SQLite, temp AIRFLOW_HOME) migrating meanwhile",
+            indent=14,
+        )
+        names = Names()
+        seed, fleet = seed_and_crash(db, stack, names, DEAD_AFTER)
+        world = World(db, log_file, names, seed, fleet)
+        say()
+        snap = world.snapshot()
+        say("THE QUEUE BEFORE ANY DAG RUNS")
+        show_jobs(snap, names)
+        show_queue("", snap, names)
         say()
 
-        use_database(server, dbs[0].dbname)
-        first = act_one(dbs[0], migrate, log_file)
-        say()
-        use_database(server, dbs[1].dbname)  # the example DAG uses graphile_worker_default
-        heading(f"ACT 2: rescue a crashed worker by heartbeat ({dbs[1].dbname})")
-        second = rescue.act_two(dbs[1], stack, log_file)
-        say()
-        return first and second
+        if migrate.wait() != 0:
+            raise RuntimeError(f"`airflow db migrate` failed with exit code {migrate.returncode}")
+        unlock, cleanup, admin = (load_example_dag(dag_id, log_file) for dag_id in DAG_IDS)
+        steps = (
+            lambda: part_one(world, unlock),
+            lambda: part_two(world, cleanup, DEAD_AFTER),
+            lambda: part_three(world, admin),
+            lambda: finale(world, cleanup),
+        )
+        for step in steps:
+            if not step():
+                return False
+            say()
+        return True
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,30 +1,28 @@
-"""What both acts of the demo share: printing, the queue as tables, DAG runs with dag.test()."""
+"""What every part of the demo shares: printing, the example DAGs, DAG runs with dag.test()."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
-
-from tests.support.graphile import GraphileDB
 from tests.support.postgres import PostgresServer
 
 VERSION = "0.18.0"
 SCHEMA = "graphile_worker"
 CONN_ID = "graphile_worker_default"
 WIDTH = 100
-# Graphile Worker's functions ignore a lock older than this.
-STALE_LOCK = timedelta(hours=4)
+LABEL = 20  # width of the label column of key/value lines
+EXAMPLE_DAGS_DIR = Path(__file__).resolve().parents[1] / "example_dags"
 
 
 def say(text: str = "", indent: int = 0) -> None:
@@ -37,8 +35,38 @@ def say(text: str = "", indent: int = 0) -> None:
         print(line, flush=True)
 
 
-def id_list(values: list[Any]) -> str:
+def heading(text: str) -> None:
+    say(f"── {text} ".ljust(WIDTH, "─"))
+
+
+def item_lines(
+    label: str, items: Iterable[str], sep: str = " · ", indent: int = 2, column: int = LABEL
+) -> list[str]:
+    """A key/value line: the label, then the items from ``column`` on, wrapped between items."""
+    prefix = (" " * indent + label).ljust(column)
+    lines: list[str] = []
+    line = prefix
+    for item in items:
+        if line == prefix:
+            line += item
+        elif len(line) + len(sep) + len(item) <= WIDTH:
+            line += sep + item
+        else:
+            lines.append(line + sep.rstrip())
+            line = " " * column + item
+    lines.append(line if line != prefix else prefix + "none")
+    return [
+        textwrap.fill(text, WIDTH, subsequent_indent=" " * column, break_on_hyphens=False)
+        for text in lines
+    ]
+
+
+def id_list(values: Iterable[Any]) -> str:
     return ", ".join(str(value) for value in values) or "none"
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 @contextlib.contextmanager
@@ -62,7 +90,7 @@ def output_to(log_file: Path) -> Iterator[None]:
 
 
 def use_database(server: PostgresServer, dbname: str) -> None:
-    """Point the Airflow connection CONN_ID (AIRFLOW_CONN_...) at a demo database."""
+    """Point the Airflow connection CONN_ID (AIRFLOW_CONN_...) at the demo database."""
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
         {
             "conn_type": "graphile_worker",
@@ -75,118 +103,16 @@ def use_database(server: PostgresServer, dbname: str) -> None:
     )
 
 
-# --- The queue as tables ---------------------------------------------------------------
-
-
-def snapshot(db: GraphileDB) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every job with its task and queue, and every queue with its lock and job count."""
-    jobs, tasks, queues = (
-        sql.Identifier(SCHEMA, table)
-        for table in ("_private_jobs", "_private_tasks", "_private_job_queues")
-    )
-    job_rows = db.query(
-        sql.SQL(
-            "select j.id, t.identifier as task, q.queue_name, q.locked_by as queue_locked_by, "
-            "j.run_at, j.attempts, j.max_attempts, j.last_error, j.locked_by, j.locked_at "
-            "from {} j join {} t on t.id = j.task_id left join {} q on q.id = j.job_queue_id "
-            "order by j.id"
-        ).format(jobs, tasks, queues)
-    )
-    queue_rows = db.query(
-        sql.SQL(
-            "select q.queue_name, q.locked_by, q.locked_at, count(j.id) as jobs "
-            "from {} q left join {} j on j.job_queue_id = q.id "
-            "group by q.id order by q.queue_name"
-        ).format(queues, jobs)
-    )
-    return job_rows, queue_rows
-
-
-def relative(moment: datetime, now: datetime) -> str:
-    """Render a time as "in 2h", "15s ago" or "now"."""
-    seconds = (moment - now).total_seconds()
-    size = abs(seconds)
-    if size < 1:
-        return "now"
-    units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
-    unit, length = next((u, n) for u, n in units if size >= 0.95 * n or n == 1)
-    text = f"{round(size / length)}{unit}"
-    return f"in {text}" if seconds > 0 else f"{text} ago"
-
-
-def holder(locker: str, names: dict[str, str]) -> str:
-    """A locker id, followed by the demo's name for it if it has one: "pool-... (A)"."""
-    return f"{locker} ({names[locker]})" if locker in names else locker
-
-
-def job_state(job: dict[str, Any], now: datetime, names: dict[str, str]) -> str:
-    if job["locked_at"] is not None:
-        stale = now - job["locked_at"] >= STALE_LOCK
-        return f"locked by {holder(job['locked_by'], names)}" + (" (stale)" if stale else "")
-    if job["attempts"] >= job["max_attempts"]:
-        return "failed permanently"
-    if job["queue_locked_by"] is not None:
-        return "blocked: queue locked"
-    if job["attempts"] > 0 and job["last_error"]:
-        return "retrying"
-    return "scheduled" if job["run_at"] > now else "ready"
-
-
-def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
-    """Align columns; the last one is shortened so that lines fit WIDTH."""
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    room = WIDTH - len(indent) - sum(widths[:-1]) - 2 * (len(widths) - 1)
-    lines = []
-    for row in [headers, *rows]:
-        last = " ".join(row[-1].split())
-        if len(last) > room:
-            last = last[: room - 1] + "…"
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)]
-        lines.append((indent + "  ".join([*cells, last])).rstrip())
-    return lines
-
-
-def show_queue(
-    title: str, db: GraphileDB, names: dict[str, str] | None = None
-) -> tuple[set[int], set[str]]:
-    """Print the jobs and queues; return the job ids and queue names shown.
-
-    ``names`` maps locker ids to a short name shown next to them, e.g. "A".
-    """
-    names = names or {}
-    jobs, queues = snapshot(db)
-    now = datetime.now(timezone.utc)
-    say(title)
-    job_rows = [
-        [
-            str(job["id"]),
-            job["task"],
-            job["queue_name"] or "-",
-            job_state(job, now, names),
-            f"{job['attempts']}/{job['max_attempts']}",
-            relative(job["run_at"], now),
-            job["last_error"] or "-",
-        ]
-        for job in jobs
-    ] or [["-", "(none)", "", "", "", "", ""]]
-    for line in table(["id", "task", "queue", "state", "tries", "run_at", "last_error"], job_rows):
-        say(line)
-    say()
-    queue_rows = [
-        [
-            queue["queue_name"],
-            str(queue["jobs"]),
-            "free"
-            if queue["locked_at"] is None
-            else f"locked by {holder(queue['locked_by'], names)} since "
-            f"{relative(queue['locked_at'], now)}",
-        ]
-        for queue in queues
-    ] or [["(none)", "", ""]]
-    for line in table(["queue", "jobs", "lock"], queue_rows):
-        say(line)
-    say()
-    return {job["id"] for job in jobs}, {queue["queue_name"] for queue in queues}
+def load_example_dag(dag_id: str, log_file: Path) -> Any:
+    """Import an example DAG file by path, as the DAG processor does (output to the log)."""
+    path = EXAMPLE_DAGS_DIR / f"{dag_id}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{dag_id}", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load the example DAG {path.name}")
+    module = importlib.util.module_from_spec(spec)
+    with output_to(log_file):
+        spec.loader.exec_module(module)
+    return module.dag
 
 
 # --- DAG runs --------------------------------------------------------------------------
@@ -194,22 +120,24 @@ def show_queue(
 
 @dataclass
 class DagRunOutcome:
+    dag_id: str
     state: str
     task_states: dict[str, str]
     xcom: dict[str, Any]
+    seconds: float
 
-    @property
-    def succeeded(self) -> bool:
-        """The run and every task in it succeeded (a soft-failed sensor skips the rest)."""
+    def succeeded(self, task_ids: Iterable[str]) -> bool:
+        """The run succeeded and so did each of ``task_ids`` (others may be skipped)."""
         return self.state == "success" and all(
-            state == "success" for state in self.task_states.values()
+            self.task_states.get(task_id) == "success" for task_id in task_ids
         )
 
 
-def run_dag(dag: Any, conf: dict[str, Any]) -> DagRunOutcome:
-    """Run a DAG once with dag.test(); return its state, task states and XComs.
+def run_dag(dag: Any, conf: dict[str, Any], log_file: Path) -> DagRunOutcome:
+    """Run a DAG once with dag.test(), Airflow's output going to the log file.
 
-    The DAG's file must be in a configured DAG bundle.
+    Returns its state, task states and XComs. The DAG's file must be in a configured
+    DAG bundle.
     """
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -219,11 +147,14 @@ def run_dag(dag: Any, conf: dict[str, Any]) -> DagRunOutcome:
     # handler back after it: a SIGTERM received meanwhile then stops the demo at once.
     handler = signal.getsignal(signal.SIGTERM)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    started = time.monotonic()
     try:
-        dag_run = dag.test(run_conf=conf)
+        with output_to(log_file):
+            dag_run = dag.test(run_conf=conf)
     finally:
         signal.signal(signal.SIGTERM, handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    seconds = time.monotonic() - started
     with create_session() as session:
         instances = dag_run.get_task_instances(session=session)
         rows = (
@@ -233,28 +164,69 @@ def run_dag(dag: Any, conf: dict[str, Any]) -> DagRunOutcome:
             .all()
         )
         return DagRunOutcome(
+            dag_id=dag.dag_id,
             state=str(dag_run.state),
             task_states={ti.task_id: str(ti.state) for ti in instances},
             xcom={row.task_id: XComModel.deserialize_value(row) for row in rows},
+            seconds=seconds,
         )
 
 
-def task_log(log_file: Path, task_id: str) -> str:
-    """The lines dag.test() logged while it ran one task (it writes no per-task files)."""
+def say_run(conf: dict[str, Any], note: str = "") -> None:
+    """The run as a person would start it: the trigger form's values."""
+    say(f"  RUN  dag.test(run_conf={json.dumps(conf)})", indent=7)
+    if note:
+        say(f"       {note}", indent=7)
+
+
+TASK_COLUMN = LABEL + 11  # where the text of a task line starts
+
+
+def say_tasks(
+    outcome: DagRunOutcome,
+    task_ids: Iterable[str],
+    summarize: Callable[[str, Any], str],
+) -> None:
+    """The run's state, then one line per task from its XCom (None if it pushed none)."""
+    say(f"  -> {outcome.state} in {outcome.seconds:.1f} s; what each task did (from its XCom):")
+    for task_id in task_ids:
+        state = outcome.task_states.get(task_id, "not run")
+        result = outcome.xcom.get(task_id)
+        text = summarize(task_id, result) if state == "success" else state
+        say(f"    {task_id:<{TASK_COLUMN - 5}} {text}", indent=TASK_COLUMN)
+
+
+def task_log(log_file: Path, task_id: str) -> str | None:
+    """The lines dag.test() logged while it last ran a task (it writes no per-task files).
+
+    None if the task did not run.
+    """
     lines = log_file.read_text(errors="replace").splitlines()
     start = f"[DAG TEST] starting task_id={task_id} "
     end = f"[DAG TEST] end task task_id={task_id} "
     first = max((i for i, line in enumerate(lines) if start in line), default=None)
     if first is None:
-        return "\n".join(lines[-40:])
+        return None
     last = next((i for i in range(first, len(lines)) if end in lines[i]), len(lines) - 1)
     return "\n".join(lines[first : last + 1])
 
 
-def report_run(outcome: DagRunOutcome, log_file: Path) -> None:
-    """Print the run's state, and the log of every task that failed."""
-    say(f"DAG run state: {outcome.state}")
-    for task_id, state in outcome.task_states.items():
-        if state == "failed":
-            say(f"\nLog of the failed task {task_id}:")
-            print(task_log(log_file, task_id), flush=True)
+def check_run(outcome: DagRunOutcome, task_ids: Iterable[str], log_file: Path) -> bool:
+    """Say so if the run or an expected task did not succeed, with the failed tasks' logs.
+
+    Without a failed task (e.g. a sensor that soft-failed, so skipped), the logs of the
+    expected tasks that ran and did not succeed.
+    """
+    expected = list(task_ids)
+    if outcome.succeeded(expected):
+        return True
+    say(f"\nThe run of {outcome.dag_id} ended {outcome.state}.")
+    failed = [task for task, state in outcome.task_states.items() if state == "failed"]
+    if not failed:
+        failed = [task for task in expected if outcome.task_states.get(task) != "success"]
+    for task_id in failed:
+        log = task_log(log_file, task_id)
+        if log is not None:
+            say(f"\nLog of the task {task_id} ({outcome.task_states.get(task_id)}):")
+            print(log, flush=True)
+    return False

@@ -103,7 +103,13 @@ class HttpHeartbeatSource:
         return f"HTTP {self.http_conn_id}/{self.endpoint}"
 
     def heartbeats(self, locker_ids: list[str] | None) -> dict[str, Heartbeat]:
-        from airflow.providers.http.hooks.http import HttpHook
+        try:
+            from airflow.providers.http.hooks.http import HttpHook
+        except ImportError:
+            raise ImportError(
+                "HttpHeartbeatSource needs apache-airflow-providers-http: "
+                "pip install 'airflow-graphile[http]'"
+            ) from None
 
         query = None if locker_ids is None else {"locker_ids": ",".join(locker_ids)}
         response = HttpHook(method="GET", http_conn_id=self.http_conn_id).run(
