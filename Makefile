@@ -12,7 +12,7 @@ NODE_STAMP := graphile/node_modules/.installed
 E2E_NODE_STAMP := tests/e2e/node_modules/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv node chromium e2e-deps lint test demo clean distclean
+.PHONY: venv node chromium e2e-deps lint test demo bench clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -46,6 +46,11 @@ test: venv node e2e-deps lint
 
 demo: venv node
 	$(BIN)/python -m demo
+
+# All benchmarks (minutes; see BENCHMARKS.md). BENCH_ARGS=--quick for smaller sizes.
+BENCH_ARGS ?=
+bench: venv node
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -549,7 +549,13 @@ class GraphileWorkerHook(PostgresHook):
                     size,
                 )
                 statement, params = job_queries.batch_statement(self.worker_schema, selected, call)
-                params = {**params, **call_params, "up_to": up_to, "batch_size": size}
+                params = {
+                    **params,
+                    **call_params,
+                    "up_to": up_to,
+                    "batch_size": size,
+                    "scan_limit": size * job_queries.SCAN_FACTOR,
+                }
                 after, last_log = 0, time.monotonic()
                 while True:
                     batch_started = time.monotonic()
@@ -561,9 +567,12 @@ class GraphileWorkerHook(PostgresHook):
                     report.longest_batch_seconds = max(report.longest_batch_seconds, took)
                     report.processed += int(row["matched"])
                     report.changed += int(row["changed"])
-                    if row["last_id"] is None or row["matched"] < size:
-                        break
-                    after = int(row["last_id"])
+                    if row["matched"] == size:
+                        after = int(row["last_id"])  # a full batch: more may follow it
+                    elif row["scanned_to"] is None or row["scanned_to"] >= up_to:
+                        break  # the window reached the end
+                    else:
+                        after = int(row["scanned_to"])  # the window was read to its end
                     if time.monotonic() - last_log >= PROGRESS_EVERY_SECONDS:
                         last_log = time.monotonic()
                         self._log_progress(report, started)

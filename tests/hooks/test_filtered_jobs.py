@@ -115,6 +115,43 @@ def test_batches_and_rerun(gw_db: GraphileDB, hook: GraphileWorkerHook) -> None:
     assert (again.matched_at_start, again.changed) == (0, 0)
 
 
+def test_sparse_matches_are_found_across_scan_windows(
+    gw_db: GraphileDB, hook: GraphileWorkerHook
+) -> None:
+    # A batch reads at most SCAN_FACTOR x batch_size jobs (100 here); the gaps between
+    # these matches are longer, then come full batches, then a tail with no match.
+    rare = []
+    for _ in range(3):
+        _many(gw_db, 450, "other")
+        rare.append(gw_db.add_job("rare"))
+    _many(gw_db, 25, "rare")
+    _many(gw_db, 30, "other")
+    report = hook.run_job_function_on_filter(
+        "reschedule_jobs", {"task_identifiers": ["rare"]}, batch_size=10, priority=5
+    )
+    assert (report.matched_at_start, report.processed, report.changed) == (28, 28, 28)
+    jobs = gw_db.jobs()
+    changed = [job for job in jobs.values() if job["priority"] == 5]
+    assert len(changed) == 28
+    assert {job["task_id"] for job in changed} == {jobs[rare[0]]["task_id"]}
+    assert report.batches >= len(jobs) // 100
+
+
+def test_a_job_ids_filter_reads_only_those_jobs(
+    gw_db: GraphileDB, hook: GraphileWorkerHook
+) -> None:
+    first = gw_db.add_job("other")
+    _many(gw_db, 1_000, "other")
+    last = gw_db.add_job("other")
+    report = hook.run_job_function_on_filter(
+        "reschedule_jobs", {"job_ids": [last, first]}, batch_size=10, priority=3
+    )
+    assert (report.matched_at_start, report.processed, report.changed) == (2, 2, 2)
+    assert report.batches == 1  # not one per 100 jobs in between
+    jobs = gw_db.jobs()
+    assert {job_id for job_id, job in jobs.items() if job["priority"] == 3} == {first, last}
+
+
 def test_empty_filter_needs_allow_all(gw_db: GraphileDB, hook: GraphileWorkerHook) -> None:
     jobs = _zoo(gw_db)
     before = snapshot(gw_db)
