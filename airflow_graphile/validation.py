@@ -109,8 +109,8 @@ def parse_job_ids(value: Any, name: str = "job_ids") -> list[int]:
     return ids
 
 
-def parse_worker_ids(value: Any, name: str = "worker_ids") -> list[str]:
-    """Return the worker (or pool) ids as a list of distinct, non-empty strings.
+def parse_locker_ids(value: Any, name: str = "locker_ids") -> list[str]:
+    """Return locker ids (what `locked_by` holds: worker ids on 0.16, pool ids from 0.17).
 
     Accepts a list, a string holding a JSON or Python list, or one id as a plain string.
     An empty list is valid and means "nothing to do".
@@ -123,7 +123,7 @@ def parse_worker_ids(value: Any, name: str = "worker_ids") -> list[str]:
     for item in items:
         if not isinstance(item, str) or not item.strip():
             raise GraphileWorkerInputError(
-                f"{name}: {item!r} is not a worker id (a non-empty string)"
+                f"{name}: {item!r} is not a locker id (a worker or pool id: a non-empty string)"
             )
         if item != item.strip() or "," in item:
             raise GraphileWorkerInputError(
@@ -294,7 +294,7 @@ def parse_lockers(value: Any) -> list[dict[str, Any]]:
         if isinstance(item, dict) and isinstance(item.get("locker_id"), str):
             lockers.append(item)
         else:
-            (locker_id,) = parse_worker_ids([item], "lockers")
+            (locker_id,) = parse_locker_ids([item], "lockers")
             lockers.append({"locker_id": locker_id})
     _reject_duplicates([locker["locker_id"] for locker in lockers], "lockers")
     return lockers
@@ -310,7 +310,7 @@ def parse_unlock_targets(value: Any) -> list[str]:
                 f"worker_ids: expected a list of ids or a heartbeat check result, got {value!r}"
             )
         value = value["dead_ids"]
-    return parse_worker_ids(value)
+    return parse_locker_ids(value)
 
 
 def parse_max_workers(value: Any) -> int | None:

@@ -48,7 +48,7 @@ from airflow_graphile.validation import (
     parse_reason,
     parse_run_at,
     parse_smallint,
-    parse_worker_ids,
+    parse_locker_ids,
     validate_schema_name,
 )
 
@@ -672,7 +672,7 @@ class GraphileWorkerHook(PostgresHook):
         read (and row-locked) in the same transaction as the unlock. The attempt a crashed
         run used is not given back, as in Graphile Worker. An empty list is a no-op.
         """
-        ids = parse_worker_ids(worker_ids)
+        ids = parse_locker_ids(worker_ids)
         report = UnlockReport(requested=ids, dry_run=dry_run)
         if not ids:
             return report

@@ -16,7 +16,7 @@ from airflow_graphile.validation import (
     parse_job_ids,
     parse_run_at,
     parse_smallint,
-    parse_worker_ids,
+    parse_locker_ids,
     validate_schema_name,
 )
 
@@ -63,11 +63,11 @@ def test_job_ids_refused_naming_the_value(value: object, named: str) -> None:
 
 
 def test_worker_ids() -> None:
-    assert parse_worker_ids(["pool-a", "pool-b"]) == ["pool-a", "pool-b"]
-    assert parse_worker_ids("pool-a") == ["pool-a"]
-    assert parse_worker_ids("['pool-a', 'pool-b']") == ["pool-a", "pool-b"]  # Python repr
-    assert parse_worker_ids('["pool-a"]') == ["pool-a"]
-    assert parse_worker_ids([]) == []
+    assert parse_locker_ids(["pool-a", "pool-b"]) == ["pool-a", "pool-b"]
+    assert parse_locker_ids("pool-a") == ["pool-a"]
+    assert parse_locker_ids("['pool-a', 'pool-b']") == ["pool-a", "pool-b"]  # Python repr
+    assert parse_locker_ids('["pool-a"]') == ["pool-a"]
+    assert parse_locker_ids([]) == []
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_worker_ids() -> None:
 )
 def test_worker_ids_refused(value: object, named: str) -> None:
     with pytest.raises(GraphileWorkerInputError, match="worker_ids") as error:
-        parse_worker_ids(value)
+        parse_locker_ids(value)
     assert named in str(error.value)
 
 
