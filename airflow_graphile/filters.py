@@ -14,6 +14,7 @@ from airflow_graphile.validation import (
     parse_bool,
     parse_identifiers,
     parse_job_ids,
+    parse_mapping,
     parse_run_at,
     parse_smallint,
 )
@@ -106,7 +107,8 @@ def _time(value: Any, name: str) -> datetime | None:
 
 
 def parse_job_filter(value: Any, *, allow_all: Any = False) -> JobFilter:
-    """Check a filter given as a :class:`JobFilter` or a dict (e.g. from a DAG's params).
+    """Check a filter given as a :class:`JobFilter`, a dict (e.g. from a DAG's params), or a
+    string holding a JSON object (what Airflow's default rendering makes of a dict).
 
     Unknown keys and states are refused, naming them and the allowed ones. An empty
     filter selects every job, so it is refused unless ``allow_all`` is true.
@@ -114,12 +116,7 @@ def parse_job_filter(value: Any, *, allow_all: Any = False) -> JobFilter:
     if isinstance(value, JobFilter):
         job_filter = value
     else:
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise GraphileWorkerInputError(
-                f"filter: expected a dict of conditions, got {type(value).__name__} {value!r}"
-            )
+        value = {} if value is None else parse_mapping(value, "job_filter")
         unknown = sorted(set(value) - set(FILTER_KEYS))
         if unknown:
             raise GraphileWorkerInputError(

@@ -13,6 +13,9 @@ SKIP_LOCKED = "locked"
 SKIP_UNKNOWN = "unknown"
 # The row appeared or changed between the function call and our look-up (a race).
 SKIP_CHANGED = "changed concurrently"
+# Another transaction held the job's row past lock_timeout, even after retries; the call
+# skipped it instead of waiting (running again later will reach it).
+SKIP_BUSY = "busy"
 
 _SHOWN = 10
 
@@ -74,6 +77,12 @@ class JobsReport:
         changed = [s["id"] for s in self.skipped if s["reason"] == SKIP_CHANGED]
         if changed:
             lines.append(f"  skipped, changed by someone else meanwhile: {short_list(changed)}")
+        busy = [s["id"] for s in self.skipped if s["reason"] == SKIP_BUSY]
+        if busy:
+            lines.append(
+                "  skipped, row held by another transaction past lock_timeout (run again "
+                f"later): {short_list(busy)}"
+            )
         return "\n".join(lines)
 
 
@@ -87,7 +96,7 @@ class UnlockReport:
     dry_run: bool = False
     hint: str | None = None
 
-    def by_worker(self) -> dict[str, dict[str, list[Any]]]:
+    def by_locker(self) -> dict[str, dict[str, list[Any]]]:
         held: dict[str, dict[str, list[Any]]] = {
             worker: {"job_ids": [], "queue_names": []} for worker in self.requested
         }
@@ -98,9 +107,9 @@ class UnlockReport:
         return held
 
     @property
-    def idle_workers(self) -> list[str]:
+    def idle_lockers(self) -> list[str]:
         """Requested ids that held no lock at all."""
-        held = self.by_worker()
+        held = self.by_locker()
         return [w for w in self.requested if not held[w]["job_ids"] and not held[w]["queue_names"]]
 
     def to_xcom(self) -> dict[str, Any]:
@@ -110,8 +119,8 @@ class UnlockReport:
             "requested": self.requested,
             "unlocked_job_ids": sorted(job["id"] for job in self.jobs),
             "unlocked_queue_names": sorted(queue["queue_name"] for queue in self.queues),
-            "by_worker": self.by_worker(),
-            "held_nothing": self.idle_workers,
+            "by_locker": self.by_locker(),
+            "held_nothing": self.idle_lockers,
         }
 
     def summary(self) -> str:
@@ -121,14 +130,14 @@ class UnlockReport:
             f"{len(self.jobs)} job(s) and {len(self.queues)} queue(s)"
             + (" (dry run: nothing was changed)" if self.dry_run else "")
         ]
-        for worker, held in self.by_worker().items():
+        for worker, held in self.by_locker().items():
             if held["job_ids"] or held["queue_names"]:
                 lines.append(
                     f"  {worker}: jobs {short_list(held['job_ids']) or '-'}; "
                     f"queues {short_list(held['queue_names']) or '-'}"
                 )
-        if self.idle_workers:
-            lines.append(f"  held no locks: {short_list(self.idle_workers)}")
+        if self.idle_lockers:
+            lines.append(f"  held no locks: {short_list(self.idle_lockers)}")
         if self.hint:
             lines.append(f"  note: {self.hint}")
         return "\n".join(lines)
@@ -141,6 +150,22 @@ class CleanupReport:
     removed: dict[str, int]
     task_identifiers_to_keep: list[str] = field(default_factory=list)
     dry_run: bool = False
+    # While running: the step in flight, and the rows each of its committed batches removed.
+    running: str | None = None
+    batches: list[int] = field(default_factory=list)
+
+    def progress(self) -> str:
+        """What was done before an error stopped the run."""
+        done = ", ".join(f"{task} removed {count}" for task, count in self.removed.items())
+        parts = [f"Steps finished before it: {done or 'none'}."]
+        if self.running is not None:
+            if self.batches:
+                parts.append(
+                    f"{self.running} committed {len(self.batches)} batch(es) "
+                    f"({sum(self.batches)} row(s)) before it."
+                )
+            parts.append(f"{self.running} was rolled back where it stopped; running again is safe.")
+        return " ".join(parts)
 
     def to_xcom(self) -> dict[str, Any]:
         return {
@@ -179,11 +204,21 @@ class BulkReport:
     batches: int = 0
     seconds: float = 0.0
     longest_batch_seconds: float = 0.0
+    skipped_busy: int = 0
+    busy_sample: list[int] = field(default_factory=list)
     sample: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def skipped_locked(self) -> int:
-        return self.processed - self.changed
+        return self.processed - self.changed - self.skipped_busy
+
+    def progress(self) -> str:
+        """What is done so far, for a log line or an error raised midway."""
+        return (
+            f"{self.batches} batch(es) finished and committed before it: {self.processed} "
+            f"matching job(s) handled, {self.changed} changed; the batch in flight was rolled "
+            "back, and running again is safe"
+        )
 
     def to_xcom(self) -> dict[str, Any]:
         return {
@@ -195,6 +230,8 @@ class BulkReport:
             "processed": self.processed,
             "changed": self.changed,
             "skipped_locked": self.skipped_locked,
+            "skipped_busy": self.skipped_busy,
+            "busy_sample": self.busy_sample,
             "batches": self.batches,
             "batch_size": self.batch_size,
             "seconds": round(self.seconds, 3),
@@ -217,9 +254,15 @@ class BulkReport:
             ]
             return "\n".join(lines)
         rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        busy = (
+            f"; {self.skipped_busy} skipped as held by another transaction (e.g. "
+            f"{short_list(self.busy_sample)}; run again later)"
+            if self.skipped_busy
+            else ""
+        )
         return (
             f"{self.function}: {self.changed} changed, {self.skipped_locked} skipped (locked "
             f"by a worker), of {self.processed} matching job(s) in {self.batches} batch(es) "
             f"of up to {self.batch_size}; {self.seconds:.1f} s ({rate:.0f} jobs/s), longest "
-            f"batch {self.longest_batch_seconds * 1000:.0f} ms"
+            f"batch {self.longest_batch_seconds * 1000:.0f} ms{busy}"
         )

@@ -40,7 +40,8 @@ def _show(values: Iterable[Any]) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > _SHOWN else "")
 
 
-def _parse_text(value: str, name: str) -> Any:
+def parse_text(value: str, name: str, expected: str = "a list such as [1, 2, 3]") -> Any:
+    """Read a value that a template rendered as text: JSON, else a Python literal."""
     text = value.strip()
     try:
         return json.loads(text)
@@ -50,9 +51,26 @@ def _parse_text(value: str, name: str) -> Any:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         raise GraphileWorkerInputError(
-            f"{name}: cannot read {value!r} as a list; pass a list such as [1, 2, 3] "
-            "or a JSON list in a string"
+            f"{name}: cannot read {value[:200]!r}; pass {expected}, or it as JSON in a string"
         ) from None
+
+
+def parse_mapping(value: Any, name: str) -> dict[str, Any]:
+    """Return a dict given as a dict or as a string holding a JSON (or Python) object.
+
+    Airflow's default template rendering turns a templated dict into its text.
+    """
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = parse_text(value, name)
+        except GraphileWorkerInputError:
+            parsed = None
+    if not isinstance(parsed, dict):
+        raise GraphileWorkerInputError(
+            f"{name}: expected a dict or a JSON object, got {type(value).__name__} {value!r}"
+        )
+    return parsed
 
 
 def _as_list(value: Any, name: str) -> list[Any]:
@@ -61,7 +79,7 @@ def _as_list(value: Any, name: str) -> list[Any]:
     A lone scalar becomes a one-item list. Sets are refused: their order is arbitrary.
     """
     if isinstance(value, str):
-        value = _parse_text(value, name)
+        value = parse_text(value, name)
     if isinstance(value, (list, tuple)):
         return list(value)
     if isinstance(value, (set, frozenset, dict)) or value is None:
@@ -254,17 +272,18 @@ def parse_duration(value: Any, name: str) -> timedelta:
     return duration
 
 
-def validate_schema_name(value: Any) -> str:
-    """Return the worker schema name if PostgreSQL can address it exactly.
+def validate_schema_name(value: Any, name: str = "worker_schema") -> str:
+    """Return a schema, table or column name if PostgreSQL can address it exactly.
 
     Any characters are allowed (the name is always quoted as an identifier); an empty
-    name, a NUL byte, or more than 63 bytes (PostgreSQL would truncate it) is refused.
+    name, a NUL byte, or more than 63 bytes (PostgreSQL would truncate it) is refused,
+    naming the argument.
     """
     if not isinstance(value, str) or not value:
-        raise GraphileWorkerInputError(f"worker_schema: {value!r} is not a schema name")
+        raise GraphileWorkerInputError(f"{name}: {value!r} is not a PostgreSQL name")
     if "\x00" in value or len(value.encode()) > IDENTIFIER_MAX_BYTES:
         raise GraphileWorkerInputError(
-            f"worker_schema: {value!r} is not a valid PostgreSQL identifier "
+            f"{name}: {value!r} is not a valid PostgreSQL identifier "
             f"(at most {IDENTIFIER_MAX_BYTES} bytes, no NUL)"
         )
     return value
@@ -277,40 +296,6 @@ def parse_bool(value: Any, name: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     raise GraphileWorkerInputError(f"{name}: expected true or false, got {value!r}")
-
-
-def parse_lockers(value: Any) -> list[dict[str, Any]]:
-    """Return lockers as ``[{"locker_id", ...}]`` from a stuck-lock sensor's result.
-
-    Accepts the sensor's XCom (``{"lockers": [...]}``), a list of its locker dicts, a
-    list of locker ids, or a string holding any of these as JSON.
-    """
-    if isinstance(value, str):
-        value = _parse_text(value, "lockers")
-    if isinstance(value, dict) and "lockers" in value:
-        value = value["lockers"]
-    lockers = []
-    for item in _as_list(value, "lockers") if value is not None else []:
-        if isinstance(item, dict) and isinstance(item.get("locker_id"), str):
-            lockers.append(item)
-        else:
-            (locker_id,) = parse_locker_ids([item], "lockers")
-            lockers.append({"locker_id": locker_id})
-    _reject_duplicates([locker["locker_id"] for locker in lockers], "lockers")
-    return lockers
-
-
-def parse_unlock_targets(value: Any) -> list[str]:
-    """Return the worker ids to unlock: a list of ids, or a heartbeat check's ``dead_ids``."""
-    if isinstance(value, str) and value.strip().startswith("{"):
-        value = _parse_text(value, "worker_ids")
-    if isinstance(value, dict):
-        if "dead_ids" not in value:
-            raise GraphileWorkerInputError(
-                f"worker_ids: expected a list of ids or a heartbeat check result, got {value!r}"
-            )
-        value = value["dead_ids"]
-    return parse_locker_ids(value)
 
 
 def parse_max_workers(value: Any) -> int | None:

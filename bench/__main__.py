@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: make `bench` importable
+if __package__ in (None, ""):  # run as a file: make `bench` and `devkit` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO_ROOT, Terminated, exit_cleanly_on_sigterm, say
+from devkit.paths import REPO_ROOT
+from devkit.process import Terminated, exit_cleanly_on_sigterm, say
 
 # name: (what it measures, full-size arguments, --quick arguments)
 SUITE: dict[str, tuple[str, list[str], list[str]]] = {

@@ -45,9 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -56,7 +54,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make `bench` and `tests` importable
+if __package__ in (None, ""):  # run as a file: make `bench` and `devkit` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
@@ -67,24 +65,22 @@ from bench.common import (
     JobSpecSQL,
     Ratio,
     Summary,
-    airflow_env,
-    clone_database,
-    connection_fields,
-    drop_database_now,
-    exit_cleanly_on_sigterm,
     fill_jobs,
+    indented,
     load_note,
-    machine_facts,
     rotated,
-    say,
+    say_machine,
+    set_up,
     spread,
-    unique_name,
     vacuum_analyze,
 )
-from tests.support.graphile import install_schema
-from tests.support.postgres import PostgresServer, create_database, postgres_server
+from devkit.airflow_home import connection_env
+from devkit.graphile import GraphileDB
+from devkit.postgres import PostgresServer, drop_database, temporary_copy, unique_name
+from devkit.process import run_cleanly, say
+from devkit.versions import LATEST_VERSION
 
-VERSION = "0.18.0"
+VERSION = LATEST_VERSION
 GW_CONN = "graphile_bench"
 TARGET_RATIO = 1.5
 TARGET_LONGEST = 0.25
@@ -119,11 +115,9 @@ def jobs_table() -> sql.Identifier:
 def build_template(server: PostgresServer, jobs: int) -> tuple[str, float]:
     """The template database of the module docstring; returns its name and build seconds."""
     started = time.monotonic()
-    name = unique_name("bench_filter_template")
-    create_database(server, name)
-    dsn = server.dsn(name)
+    db = GraphileDB.create(server, unique_name("bench_filter_template"), VERSION, GW_CONN)
+    name, dsn = db.dbname, db.dsn
     try:
-        install_schema(dsn, VERSION, WORKER_SCHEMA)
         fill_jobs(dsn, jobs, SPEC)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(
@@ -136,14 +130,14 @@ def build_template(server: PostgresServer, jobs: int) -> tuple[str, float]:
             conn.execute(sql.SQL("vacuum full {}").format(jobs_table()))
         vacuum_analyze(dsn)
     except BaseException:
-        drop_database_now(server, name)
+        drop_database(server, name)
         raise
     return name, time.monotonic() - started
 
 
 def raw_update(operation: str) -> sql.Composed:
     """One UPDATE with the SET of Graphile Worker's function and the filter's WHERE."""
-    from airflow_graphile.hooks.job_queries import STATE
+    from airflow_graphile.hooks.tables import JOB_STATE
 
     if operation == "reschedule":
         # reschedule_jobs(ids, run_at => ...): the other columns are coalesced to themselves.
@@ -168,19 +162,19 @@ def raw_update(operation: str) -> sql.Composed:
         jobs=jobs_table(),
         assignments=assignments,
         tasks=sql.Identifier(WORKER_SCHEMA, "_private_tasks"),
-        state=STATE,
+        state=JOB_STATE,
     )
 
 
 def raw_params(run_at: datetime) -> dict[str, Any]:
-    from airflow_graphile.hooks.job_queries import LOCK_TIMEOUT
+    from airflow_graphile.hooks.tables import LOCK_EXPIRY
 
     return {
         "run_at": run_at,
         "reason": REASON,
         "tasks": JOB_FILTER["task_identifiers"],
         "states": JOB_FILTER["states"],
-        "lock_timeout": LOCK_TIMEOUT,
+        "lock_expiry": LOCK_EXPIRY,
     }
 
 
@@ -225,12 +219,8 @@ class Operations:
         self.run_at = datetime.now(timezone.utc) + timedelta(days=7)
 
     def use(self, dbname: str) -> None:
-        os.environ.update(
-            airflow_env(
-                Path(os.environ["AIRFLOW_HOME"]),
-                {GW_CONN: connection_fields(self.server, dbname, "graphile_worker")},
-            )
-        )
+        """Point the operators' Airflow connection at ``dbname``."""
+        os.environ.update(connection_env({GW_CONN: self.server.airflow_connection(dbname)}))
 
     def raw(self, dbname: str, operation: str) -> Run:
         started = time.perf_counter()
@@ -300,28 +290,24 @@ def middle_of_matches(server: PostgresServer, dbname: str) -> int:
 
 def explain_batch(server: PostgresServer, dbname: str, batch_size: int, after: int) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of one reschedule batch, rolled back."""
-    from airflow_graphile.hooks import job_queries
-    from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+    from airflow_graphile.filters import parse_job_filter
+    from airflow_graphile.hooks import filter_sql, job_functions
+    from airflow_graphile.hooks.tables import Tables
 
     Operations(server, Path(os.devnull)).use(dbname)
-    hook = GraphileWorkerHook(graphile_worker_conn_id=GW_CONN)
-    ids = sql.SQL("(select coalesce(array_agg(id), '{}') from batch)::bigint[]")
     run_at = datetime.now(timezone.utc) + timedelta(days=7)
-    call, call_params = hook._job_function_call("reschedule_jobs", {"run_at": run_at}, ids=ids)
-    from airflow_graphile.filters import parse_job_filter
-
-    statement, params = job_queries.batch_statement(
-        WORKER_SCHEMA, parse_job_filter(JOB_FILTER), call
+    call = job_functions.reschedule_call(run_at=run_at)
+    statement, params = filter_sql.batch_statement(
+        Tables(WORKER_SCHEMA), parse_job_filter(JOB_FILTER), call
     )
     with psycopg.connect(server.dsn(dbname)) as conn:
         up_to = conn.execute(sql.SQL("select max(id) from {}").format(jobs_table())).fetchone()
         assert up_to is not None
         values = {
             **params,
-            **call_params,
             "up_to": up_to[0],
             "batch_size": batch_size,
-            "scan_limit": batch_size * job_queries.SCAN_FACTOR,
+            "scan_limit": batch_size * filter_sql.SCAN_FACTOR,
             "after": after,
         }
         rows = conn.execute(sql.SQL("explain (analyze, buffers) ") + statement, values)
@@ -331,17 +317,10 @@ def explain_batch(server: PostgresServer, dbname: str, batch_size: int, after: i
 
 
 def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
-    server = stack.enter_context(postgres_server())
-    work = Path(tempfile.mkdtemp(prefix="bench-filter-"))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
-    os.environ.update(airflow_env(work / "airflow", {}))
+    server, work = set_up(stack, "filter")
     template, build_seconds = build_template(server, args.jobs)
-    stack.callback(drop_database_now, server, template)
-
-    say("MACHINE")
-    for line in machine_facts(server.dsn(template)):
-        say(f"  {line}")
-    say()
+    stack.callback(drop_database, server, template)
+    say_machine(server.dsn(template))
     say("SETUP")
     say(
         f"  template: {args.jobs:,} jobs (50% sync_crm scheduled = the filter's, 25% sync_crm "
@@ -352,30 +331,22 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     operations = Operations(server, work / "task.log")
 
     def once(variant: str, operation: str) -> Run:
-        name = unique_name("bench_filter")
-        clone_database(server, template, name)
-        try:
+        with temporary_copy(server, template, "bench_filter") as name:
             return operations.run(name, variant, operation)
-        finally:
-            drop_database_now(server, name)
 
     # Warm-up: imports, the operator's first connection, the page cache.
     warm = once(f"ours@{args.batch_sizes[0]}", "reschedule")
     say(f"  warm-up run (untimed): ours@{args.batch_sizes[0]} reschedule, {warm.seconds:.1f} s")
 
-    name = unique_name("bench_filter_explain")
-    clone_database(server, template, name)
-    try:
+    with temporary_copy(server, template, "bench_filter_explain") as name:
         after = middle_of_matches(server, name)
         plan = explain_batch(server, name, DEFAULT_BATCH, after=after)
-    finally:
-        drop_database_now(server, name)
     say()
     say(
         f"EXPLAIN (ANALYZE, BUFFERS) of one reschedule batch of {DEFAULT_BATCH} after id "
         f"{after:,}, the middle of the filter's jobs (rolled back)"
     )
-    say("\n".join("    " + line for line in plan.splitlines()))
+    say(indented(plan))
     say()
 
     say(
@@ -482,14 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs, args.rounds = 200_000, 1
     if args.jobs < 10_000 or args.rounds < 1 or set(args.operations) - set(OPERATIONS):
         parser.error("need --jobs >= 10000, --rounds >= 1, operations in " + ",".join(OPERATIONS))
-    exit_cleanly_on_sigterm()
-    try:
-        with ExitStack() as stack:
-            run(args, stack)
-    except KeyboardInterrupt:
-        say("\nInterrupted: the databases were dropped.")
-        return 130
-    return 0
+    return run_cleanly(lambda stack: run(args, stack), "the databases were dropped.")
 
 
 if __name__ == "__main__":

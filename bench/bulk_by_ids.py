@@ -33,10 +33,8 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -45,7 +43,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make `bench` and `tests` importable
+if __package__ in (None, ""):  # run as a file: make `bench` and `devkit` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
@@ -56,24 +54,21 @@ from bench.common import (
     JobSpecSQL,
     Ratio,
     Summary,
-    airflow_env,
-    clone_database,
-    connection_fields,
-    drop_database_now,
-    exit_cleanly_on_sigterm,
     fill_jobs,
     load_note,
-    machine_facts,
     rotated,
-    say,
+    say_machine,
+    set_up,
     spread,
-    unique_name,
     vacuum_analyze,
 )
-from tests.support.graphile import install_schema, node_binary, package_dir
-from tests.support.postgres import PostgresServer, create_database, postgres_server
+from devkit.airflow_home import connection_env
+from devkit.graphile import GraphileDB, node_binary, package_dir
+from devkit.postgres import PostgresServer, drop_database, temporary_copy, unique_name
+from devkit.process import run_cleanly, say
+from devkit.versions import LATEST_VERSION
 
-VERSION = "0.18.0"
+VERSION = LATEST_VERSION
 GW_CONN = "graphile_bench"
 PG_CONN = "postgres_bench"
 TARGET_RATIO = 1.15
@@ -128,15 +123,11 @@ class Variants:
     def use(self, dbname: str) -> None:
         """Point the raw call, both Airflow connections and node at ``dbname``."""
         self.dbname = dbname
-        os.environ.update(
-            airflow_env(
-                Path(os.environ["AIRFLOW_HOME"]),
-                {
-                    GW_CONN: connection_fields(self.server, dbname, "graphile_worker"),
-                    PG_CONN: connection_fields(self.server, dbname, "postgres"),
-                },
-            )
-        )
+        connections = {
+            GW_CONN: self.server.airflow_connection(dbname),
+            PG_CONN: self.server.airflow_connection(dbname, "postgres"),
+        }
+        os.environ.update(connection_env(connections))
 
     def params(self, ids: list[int]) -> dict[str, Any]:
         return {"ids": ids, "reason": REASON, "run_at": self.run_at}
@@ -227,36 +218,30 @@ class Variants:
 
 def build_template(server: PostgresServer, jobs: int) -> tuple[str, list[int], float]:
     """A database with Graphile Worker's schema and ``jobs`` ready jobs; its ids."""
-    name = unique_name("bench_ids_template")
-    create_database(server, name)
-    dsn = server.dsn(name)
-    install_schema(dsn, VERSION, WORKER_SCHEMA)
-    seconds = fill_jobs(dsn, jobs, SPEC, {"tasks": list(TASKS)})
-    vacuum_analyze(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        ids = [
-            int(row[0])
-            for row in conn.execute(
-                sql.SQL("select id from {} order by id").format(
-                    sql.Identifier(WORKER_SCHEMA, "_private_jobs")
+    db = GraphileDB.create(server, unique_name("bench_ids_template"), VERSION, GW_CONN)
+    try:
+        seconds = fill_jobs(db.dsn, jobs, SPEC, {"tasks": list(TASKS)})
+        vacuum_analyze(db.dsn)
+        with psycopg.connect(db.dsn, autocommit=True) as conn:
+            ids = [
+                int(row[0])
+                for row in conn.execute(
+                    sql.SQL("select id from {} order by id").format(
+                        sql.Identifier(WORKER_SCHEMA, "_private_jobs")
+                    )
                 )
-            )
-        ]
-    return name, ids, seconds
+            ]
+    except BaseException:
+        drop_database(server, db.dbname)
+        raise
+    return db.dbname, ids, seconds
 
 
 def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
-    server = stack.enter_context(postgres_server())
-    work = Path(tempfile.mkdtemp(prefix="bench-ids-"))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
-    os.environ.update(airflow_env(work / "airflow", {}))
+    server, work = set_up(stack, "ids")
     template, ids, fill_seconds = build_template(server, args.jobs)
-    stack.callback(drop_database_now, server, template)
-
-    say("MACHINE")
-    for line in machine_facts(server.dsn(template)):
-        say(f"  {line}")
-    say()
+    stack.callback(drop_database, server, template)
+    say_machine(server.dsn(template))
     say("SETUP")
     say(
         f"  template database: Graphile Worker {VERSION} schema, {len(ids):,} ready jobs "
@@ -266,13 +251,9 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     variants = Variants(server, work / "task.log", work)
 
     def once(variant: str, function: str, job_ids: list[int]) -> Call:
-        name = unique_name("bench_ids")
-        clone_database(server, template, name)
-        try:
+        with temporary_copy(server, template, "bench_ids") as name:
             variants.use(name)
             call = variants.run(variant, function, job_ids)
-        finally:
-            drop_database_now(server, name)
         if call.changed != len(job_ids):
             raise RuntimeError(
                 f"{variant} {function} changed {call.changed} of {len(job_ids)} jobs"
@@ -365,14 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs, args.rounds = 20_000, 2
     if args.jobs < 1000 or args.rounds < 1:
         parser.error("--jobs must be at least 1000 and --rounds at least 1")
-    exit_cleanly_on_sigterm()
-    try:
-        with ExitStack() as stack:
-            run(args, stack)
-    except KeyboardInterrupt:
-        say("\nInterrupted: the databases were dropped.")
-        return 130
-    return 0
+    return run_cleanly(lambda stack: run(args, stack), "the databases were dropped.")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,40 @@
-"""Helpers shared by the benchmark scripts: statistics, machine facts, filling, copies."""
+"""What only the benchmark scripts share: statistics, machine facts, filling a big queue.
+
+The rest (PostgreSQL, Graphile Worker, Airflow, signals) comes from the ``devkit`` harness.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import signal
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 
-from tests.support.postgres import PostgresServer
+from devkit.airflow_home import airflow_env
+from devkit.postgres import (
+    PostgresServer,
+    create_database,
+    drop_database,
+    postgres_server,
+    unique_name,
+)
+from devkit.process import say
+from devkit.versions import DEFAULT_SCHEMA
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
+# Every benchmark works on Graphile Worker's default schema.
+WORKER_SCHEMA = DEFAULT_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -84,31 +97,41 @@ def machine_facts(dsn: str) -> list[str]:
     ]
 
 
+def say_machine(dsn: str) -> None:
+    """The MACHINE section of a report: the facts of `machine_facts`, then a blank line."""
+    say("MACHINE")
+    for line in machine_facts(dsn):
+        say(f"  {line}")
+    say()
+
+
+def set_up(stack: ExitStack, name: str) -> tuple[PostgresServer, Path]:
+    """The PostgreSQL server, and a temp folder with a throwaway Airflow home in ``airflow/``.
+
+    The Airflow settings go into ``os.environ`` (before anything imports Airflow); the
+    folder is removed when ``stack`` closes.
+    """
+    server = stack.enter_context(postgres_server())
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    stack.callback(shutil.rmtree, work, ignore_errors=True)
+    os.environ.update(airflow_env(work / "airflow"))
+    return server, work
+
+
+def new_database(stack: ExitStack, server: PostgresServer, prefix: str) -> str:
+    """Create an empty database named after ``prefix``, dropped when ``stack`` closes."""
+    name = unique_name(prefix)
+    stack.callback(drop_database, server, name)
+    create_database(server, name)
+    return name
+
+
 def load_note() -> str:
     """The 1-minute load average now, to show whether other work ran alongside."""
     return f"load average now: {os.getloadavg()[0]:.2f} (on {os.cpu_count()} CPUs)"
 
 
-# --- helpers added for the bulk, stats and import benchmarks ---------------------------
-
-WORKER_SCHEMA = "graphile_worker"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C so that cleanup callbacks run."""
-
-
-def exit_cleanly_on_sigterm() -> None:
-    """Turn SIGTERM into :class:`Terminated`, so ``finally`` blocks and ExitStacks run."""
-
-    def _terminate(signum: int, frame: FrameType | None) -> None:
-        raise Terminated
-
-    signal.signal(signal.SIGTERM, _terminate)
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
+# --- filling and locking a big queue ----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -179,60 +202,128 @@ def vacuum_analyze(dsn: str, schema: str = WORKER_SCHEMA) -> None:
             conn.execute(sql.SQL("vacuum analyze {}").format(sql.Identifier(schema, table)))
 
 
-def clone_database(server: PostgresServer, template: str, name: str) -> float:
-    """``CREATE DATABASE name TEMPLATE template STRATEGY FILE_COPY``; return the seconds.
+# The queue of the stats and stuck-lock benchmarks: five task identifiers, 10% of the jobs
+# in twenty named queues, 25% scheduled up to a day ahead (the rest ready to run).
+BIG_QUEUE_TASKS = ("send_email", "resize_image", "sync_crm", "charge_card", "build_report")
+BIG_QUEUE = JobSpecSQL(
+    task="(%(tasks)s::text[])[1 + i %% 5]",
+    payload="json_build_object('n', i, 'to', 'user' || i || '@example.com', 'attempt', 'first')",
+    queue_name="case when i %% 10 = 0 then 'queue_' || (i / 10) %% 20 end",
+    run_at="case when i %% 8 in (1, 2) then now() + make_interval(secs => i %% 86400) end",
+)
+BIG_QUEUE_PARAMS = {"tasks": list(BIG_QUEUE_TASKS)}
+LOCKER_POOLS = 5  # pool ids holding the locks of lock_like_workers()
 
-    FILE_COPY copies the files (no WAL for the data) between two checkpoints, so every
-    copy starts from the same state: same pages, hint bits, statistics and an empty
-    WAL backlog. The template must have no open connection.
+
+@dataclass(frozen=True)
+class Locked:
+    """What `lock_like_workers` locked, counted afterwards."""
+
+    jobs: int
+    queues: int
+    stuck_jobs: int  # jobs locked longer than the ``stuck_after`` given
+
+
+def lock_like_workers(dsn: str, stuck_after: timedelta, schema: str = WORKER_SCHEMA) -> Locked:
+    """Lock 45 plain jobs and 5 jobs of named queues (and those queues) as 5 pools would.
+
+    As a worker does when it claims a job: ``locked_at`` in the past (20 s to ~3 h ago),
+    ``locked_by`` a pool id, ``attempts + 1``; a named queue's row is locked with its job.
+    The jobs are picked by ``md5(id)``, the same ones on every run.
     """
-    started = time.monotonic()
-    with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
+    jobs = sql.Identifier(schema, "_private_jobs")
+    queues = sql.Identifier(schema, "_private_job_queues")
+    pools = [f"pool-bench{n:013d}" for n in range(LOCKER_POOLS)]
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("create database {} template {} strategy file_copy").format(
-                sql.Identifier(name), sql.Identifier(template)
+            sql.SQL(
+                "with picked as ("
+                " select id, row_number() over (order by md5(id::text)) - 1 as n from {jobs}"
+                " where job_queue_id is null and run_at <= now()"
+                " order by md5(id::text) limit 45"
+                ") update {jobs} as j set"
+                " locked_at = now() - make_interval(secs => 20 + picked.n * 240),"
+                " locked_by = (%(pools)s::text[])[1 + picked.n %% %(npools)s],"
+                " attempts = j.attempts + 1"
+                " from picked where j.id = picked.id"
+            ).format(jobs=jobs),
+            {"pools": pools, "npools": LOCKER_POOLS},
+        )
+        conn.execute(
+            sql.SQL(
+                "with picked as ("
+                " select distinct on (job_queue_id) id, job_queue_id,"
+                " dense_rank() over (order by job_queue_id) - 1 as n"
+                " from {jobs} where job_queue_id is not null and run_at <= now()"
+                " and locked_at is null order by job_queue_id, id"
+                "), locked as ("
+                " update {jobs} as j set"
+                " locked_at = now() - make_interval(secs => 30 + picked.n * 600),"
+                " locked_by = (%(pools)s::text[])[1 + picked.n %% %(npools)s],"
+                " attempts = j.attempts + 1"
+                " from picked where j.id = picked.id and picked.n < 5"
+                " returning j.job_queue_id, j.locked_at, j.locked_by"
+                ") update {queues} as q set locked_at = l.locked_at, locked_by = l.locked_by"
+                " from locked as l where q.id = l.job_queue_id"
+            ).format(jobs=jobs, queues=queues),
+            {"pools": pools, "npools": LOCKER_POOLS},
+        )
+        row = conn.execute(
+            sql.SQL(
+                "select (select count(*) from {jobs} where locked_at is not null),"
+                " (select count(*) from {queues} where locked_at is not null),"
+                " (select count(*) from {jobs} where locked_at < now() - %(after)s::interval)"
+            ).format(jobs=jobs, queues=queues),
+            {"after": stuck_after},
+        ).fetchone()
+    assert row is not None
+    return Locked(int(row[0]), int(row[1]), int(row[2]))
+
+
+# --- the optional index on locked_at ---------------------------------------------------
+
+LOCKED_AT_INDEX = "bench_jobs_locked_at"
+
+
+def create_locked_at_index(dsn: str, schema: str = WORKER_SCHEMA) -> tuple[float, int]:
+    """Build the optional partial index ``(locked_at) WHERE locked_at IS NOT NULL`` on the
+    jobs table with CREATE INDEX CONCURRENTLY; return its build seconds and its size in bytes.
+    """
+    started = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "create index concurrently {} on {} (locked_at) where locked_at is not null"
+            ).format(sql.Identifier(LOCKED_AT_INDEX), sql.Identifier(schema, "_private_jobs"))
+        )
+        seconds = time.perf_counter() - started
+        row = conn.execute(
+            "select pg_relation_size(%s::regclass)", [f"{schema}.{LOCKED_AT_INDEX}"]
+        ).fetchone()
+    assert row is not None
+    return seconds, int(row[0])
+
+
+def drop_locked_at_index(dsn: str, schema: str = WORKER_SCHEMA) -> None:
+    """Drop the index of `create_locked_at_index`, if it is there."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("drop index concurrently if exists {}").format(
+                sql.Identifier(schema, LOCKED_AT_INDEX)
             )
         )
-    return time.monotonic() - started
 
 
-def drop_database_now(server: PostgresServer, name: str) -> None:
-    """``DROP DATABASE IF EXISTS ... WITH (FORCE)``: ends its sessions first."""
-    with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-        )
+def explain(dsn: str, statement: sql.Composable, params: Any = None) -> str:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of a statement, run in autocommit: the plan's text."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(sql.SQL("explain (analyze, buffers) ") + statement, params)
+        return "\n".join(str(row[0]) for row in rows)
 
 
-def unique_name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-def airflow_env(home: Path, connections: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Environment for a throwaway Airflow home and ``AIRFLOW_CONN_<ID>`` connections.
-
-    Apply it (``os.environ.update``) before ``airflow`` is imported.
-    """
-    env = {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-    }
-    for conn_id, connection in connections.items():
-        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(connection)
-    return env
-
-
-def connection_fields(server: PostgresServer, dbname: str, conn_type: str) -> dict[str, Any]:
-    """An Airflow connection (as JSON fields) to one database of ``server``."""
-    return {
-        "conn_type": conn_type,
-        "host": server.host,
-        "port": server.port,
-        "login": server.user,
-        "password": server.password,
-        "schema": dbname,
-    }
+def indented(text: str, by: str = "    ") -> str:
+    """Every line of ``text`` indented."""
+    return "\n".join(by + line for line in text.splitlines())
 
 
 @dataclass(frozen=True)

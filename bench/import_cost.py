@@ -30,13 +30,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make `bench` importable
+if __package__ in (None, ""):  # run as a file: make `bench` and `devkit` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO_ROOT, Ratio, Summary, airflow_env, load_note, say, spread
+from bench.common import Ratio, Summary, load_note, spread
+from devkit.airflow_home import airflow_env
+from devkit.paths import REPO_ROOT
+from devkit.process import run_cleanly, say
 
 TARGET_MS = 50.0
 AIRFLOW_ONLY = "import airflow.sdk"
@@ -85,7 +89,7 @@ def new_modules(env: dict[str, str]) -> list[str]:
 
 
 def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
-    env = {**os.environ, **airflow_env(home, {})}
+    env = {**os.environ, **airflow_env(home)}
     say("MACHINE")
     say(f"  CPUs (nproc): {os.cpu_count()}   {load_note()}")
     say(f"  Python {sys.version.split()[0]} at {Path(sys.executable).name} (this virtualenv)")
@@ -165,15 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat = 8
     if args.repeat < 2:
         parser.error("--repeat must be at least 2")
-    home = Path(tempfile.mkdtemp(prefix="bench-import-"))
-    try:
+
+    def body(stack: ExitStack) -> None:
+        home = Path(tempfile.mkdtemp(prefix="bench-import-"))
+        stack.callback(shutil.rmtree, home, ignore_errors=True)
         run(args, home)
-    except KeyboardInterrupt:
-        say("\nInterrupted.")
-        return 130
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    return 0
+
+    return run_cleanly(body, "the temp Airflow home was removed.")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -40,162 +38,64 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make `bench` and `tests` importable
+if __package__ in (None, ""):  # run as a file: make `bench` and `devkit` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
 from psycopg import sql
 
 from bench.common import (
+    BIG_QUEUE,
+    BIG_QUEUE_PARAMS,
+    LOCKER_POOLS,
     WORKER_SCHEMA,
-    JobSpecSQL,
     Ratio,
     Summary,
-    airflow_env,
-    connection_fields,
-    drop_database_now,
-    exit_cleanly_on_sigterm,
+    create_locked_at_index,
+    drop_locked_at_index,
+    explain,
     fill_jobs,
+    indented,
     load_note,
-    machine_facts,
+    lock_like_workers,
+    new_database,
     rotated,
-    say,
+    say_machine,
+    set_up,
     spread,
-    unique_name,
     vacuum_analyze,
 )
-from tests.support.graphile import install_schema
-from tests.support.postgres import create_database, postgres_server
+from devkit.airflow_home import connection_env
+from devkit.graphile import install_schema
+from devkit.process import run_cleanly, say
+from devkit.versions import LATEST_VERSION
 
-VERSION = "0.18.0"
+VERSION = LATEST_VERSION
 GW_CONN = "graphile_bench"
 STUCK_AFTER = timedelta(minutes=1)
 POKE_TARGET_MS = 50.0
-INDEX_NAME = "bench_jobs_locked_at"
-TASKS = ("send_email", "resize_image", "sync_crm", "charge_card", "build_report")
-SPEC = JobSpecSQL(
-    task="(%(tasks)s::text[])[1 + i %% 5]",
-    payload="json_build_object('n', i, 'to', 'user' || i || '@example.com', 'attempt', 'first')",
-    queue_name="case when i %% 10 = 0 then 'queue_' || (i / 10) %% 20 end",
-    run_at="case when i %% 8 in (1, 2) then now() + make_interval(secs => i %% 86400) end",
-)
-
-
-def lock_jobs(dsn: str) -> tuple[int, int]:
-    """Lock 45 plain jobs and 5 named-queue jobs (and their queues) as 5 pools would."""
-    jobs = sql.Identifier(WORKER_SCHEMA, "_private_jobs")
-    queues = sql.Identifier(WORKER_SCHEMA, "_private_job_queues")
-    pools = [f"pool-bench{n:013d}" for n in range(5)]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "with picked as ("
-                " select id, row_number() over (order by md5(id::text)) - 1 as n from {jobs}"
-                " where job_queue_id is null and run_at <= now()"
-                " order by md5(id::text) limit 45"
-                ") update {jobs} as j set"
-                " locked_at = now() - make_interval(secs => 20 + picked.n * 240),"
-                " locked_by = (%(pools)s::text[])[1 + picked.n %% 5],"
-                " attempts = j.attempts + 1"
-                " from picked where j.id = picked.id"
-            ).format(jobs=jobs),
-            {"pools": pools},
-        )
-        conn.execute(
-            sql.SQL(
-                "with picked as ("
-                " select distinct on (job_queue_id) id, job_queue_id,"
-                " dense_rank() over (order by job_queue_id) - 1 as n"
-                " from {jobs} where job_queue_id is not null and run_at <= now()"
-                " order by job_queue_id, id"
-                "), locked as ("
-                " update {jobs} as j set"
-                " locked_at = now() - make_interval(secs => 30 + picked.n * 600),"
-                " locked_by = (%(pools)s::text[])[1 + picked.n %% 5],"
-                " attempts = j.attempts + 1"
-                " from picked where j.id = picked.id and picked.n < 5"
-                " returning j.job_queue_id, j.locked_at, j.locked_by"
-                ") update {queues} as q set locked_at = l.locked_at, locked_by = l.locked_by"
-                " from locked as l where q.id = l.job_queue_id"
-            ).format(jobs=jobs, queues=queues),
-            {"pools": pools},
-        )
-        row = conn.execute(
-            sql.SQL(
-                "select (select count(*) from {jobs} where locked_at is not null),"
-                " (select count(*) from {queues} where locked_at is not null)"
-            ).format(jobs=jobs, queues=queues)
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
-def create_index(dsn: str) -> float:
-    started = time.perf_counter()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "create index concurrently {} on {} (locked_at) where locked_at is not null"
-            ).format(sql.Identifier(INDEX_NAME), sql.Identifier(WORKER_SCHEMA, "_private_jobs"))
-        )
-    return time.perf_counter() - started
-
-
-def drop_index(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop index concurrently if exists {}").format(
-                sql.Identifier(WORKER_SCHEMA, INDEX_NAME)
-            )
-        )
-
-
-def index_size(dsn: str) -> int:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "select pg_relation_size(%s::regclass)", [f"{WORKER_SCHEMA}.{INDEX_NAME}"]
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def explain(dsn: str, statement: sql.Composable, params: dict[str, Any]) -> str:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(sql.SQL("explain (analyze, buffers) ") + statement, params)
-        return "\n".join("    " + str(row[0]) for row in rows)
 
 
 def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
-    server = stack.enter_context(postgres_server())
-    work = Path(tempfile.mkdtemp(prefix="bench-stats-"))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
-    dbname = unique_name("bench_stats")
-    create_database(server, dbname)
-    stack.callback(drop_database_now, server, dbname)
+    server, work = set_up(stack, "stats")
+    dbname = new_database(stack, server, "bench_stats")
     dsn = server.dsn(dbname)
-    os.environ.update(
-        airflow_env(
-            work / "airflow", {GW_CONN: connection_fields(server, dbname, "graphile_worker")}
-        )
-    )
-
-    say("MACHINE")
-    for line in machine_facts(dsn):
-        say(f"  {line}")
-    say()
+    os.environ.update(connection_env({GW_CONN: server.airflow_connection(dbname)}))
+    say_machine(dsn)
     say("SETUP")
     install_schema(dsn, VERSION, WORKER_SCHEMA)
-    fill_seconds = fill_jobs(dsn, args.jobs, SPEC, {"tasks": list(TASKS)})
-    locked_jobs, locked_queues = lock_jobs(dsn)
+    fill_seconds = fill_jobs(dsn, args.jobs, BIG_QUEUE, BIG_QUEUE_PARAMS)
+    locked = lock_like_workers(dsn, STUCK_AFTER)
     vacuum_analyze(dsn)
-    stack.callback(drop_index, dsn)
+    stack.callback(drop_locked_at_index, dsn)
     say(
-        f"  {args.jobs:,} jobs added with add_jobs() in {fill_seconds:.1f} s; {locked_jobs} "
-        f"jobs and {locked_queues} named queues locked by 5 pools; VACUUM ANALYZE"
+        f"  {args.jobs:,} jobs added with add_jobs() in {fill_seconds:.1f} s; {locked.jobs} "
+        f"jobs and {locked.queues} named queues locked by {LOCKER_POOLS} pools; VACUUM ANALYZE"
     )
 
-    from airflow_graphile.hooks import job_queries
+    from airflow_graphile.hooks import stats as stats_sql_module
     from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+    from airflow_graphile.hooks.tables import Tables
     from airflow_graphile.operators.queue_stats import GraphileWorkerQueueStatsOperator
 
     # One task log for the whole run: a logger keeps the stream it first wrote to.
@@ -235,10 +135,10 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         f"  queue_stats sees {found['total']:,} jobs, {found['locks']['jobs']} locked; "
         f"the poke finds {len(lockers)} lockers"
     )
-    stats_sql, stats_params = job_queries.stats_statement(WORKER_SCHEMA)
+    stats_sql, stats_params = stats_sql_module.stats_statement(Tables(WORKER_SCHEMA))
     say()
     say("EXPLAIN (ANALYZE, BUFFERS) of the statistics query")
-    say(explain(dsn, stats_sql, stats_params))
+    say(indented(explain(dsn, stats_sql, stats_params)))
     say()
 
     for _ in range(args.warmup):
@@ -257,15 +157,15 @@ def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     for number in range(args.rounds):
         for indexed in (False, True):
             if indexed:
-                builds.append(create_index(dsn))
-                size = index_size(dsn)
+                build_seconds, size = create_locked_at_index(dsn)
+                builds.append(build_seconds)
             for _ in range(args.repeat):
                 for name in rotated(list(calls), number):
                     started = time.perf_counter()
                     calls[name]()
                     samples[name, indexed].append((time.perf_counter() - started) * 1000)
             if indexed:
-                drop_index(dsn)
+                drop_locked_at_index(dsn)
         loads.append(os.getloadavg()[0])
         say(f"  round {number + 1}/{args.rounds} done; {load_note()}")
     say()
@@ -311,14 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs, args.rounds = 100_000, 2
     if args.jobs < 100_000 or min(args.rounds, args.repeat) < 1 or args.warmup < 0:
         parser.error("need --jobs >= 100000 and --rounds, --repeat >= 1")
-    exit_cleanly_on_sigterm()
-    try:
-        with ExitStack() as stack:
-            run(args, stack)
-    except KeyboardInterrupt:
-        say("\nInterrupted: the database was dropped.")
-        return 130
-    return 0
+    return run_cleanly(lambda stack: run(args, stack), "the database was dropped.")
 
 
 if __name__ == "__main__":

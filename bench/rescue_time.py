@@ -44,51 +44,45 @@ Airflow (SIGINT, then SIGKILL to what is left of its process group), both databa
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import re
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from statistics import median
-from types import FrameType
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make `bench` and `tests` importable
+if __package__ in (None, ""):  # run as a file: make `bench` and `devkit` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx
-import psycopg
+import requests
 from psycopg import sql
 
-from bench.common import REPO_ROOT, Summary, load_note, machine_facts
-from tests.support.graphile import (
-    REVISIONS,
-    GraphileDB,
-    WorkerProcess,
-    install_schema,
-    wait_for,
+from bench.common import Summary, load_note, say_machine
+from devkit.crash import start_two_workers
+from devkit.graphile import GraphileDB, WorkerProcess
+from devkit.paths import EXAMPLE_DAGS_DIR
+from devkit.postgres import (
+    PostgresServer,
+    create_database,
+    drop_database,
+    postgres_server,
+    unique_name,
 )
-from tests.support.postgres import PostgresServer, create_database, drop_database, postgres_server
+from devkit.process import run_cleanly, say, wait_for
+from devkit.standalone import AirflowAPI, Standalone, standalone_settings
+from devkit.versions import DEFAULT_SCHEMA, LATEST_VERSION
 
-VERSION = "0.18.0"
-SCHEMA = "graphile_worker"
+VERSION = LATEST_VERSION
+SCHEMA = DEFAULT_SCHEMA
 CONN_ID = "graphile_worker_default"
 DAG_ID = "graphile_worker_unlock_crashed"
-DAGS_FOLDER = REPO_ROOT / "example_dags"
-HEARTBEAT_TABLE = "graphile_worker_heartbeats"
 # The example DAG's settings (example_dags/graphile_worker_unlock_crashed.py), for the
 # explanation only: the DAG runs with its own values.
 CHECK_EVERY = 60.0
@@ -96,22 +90,8 @@ DEAD_AFTER = 60.0
 POKE_INTERVAL = 15.0
 HEARTBEAT_MS = 10_000  # the heartbeat plugin's default
 POLL_MS = 2_000  # Graphile Worker's default --poll-interval
-BILLING_SLEEP_MS = 600_000
-REPORTS_SLEEP_MS = 3_600_000
-TERMINAL = {"success", "failed"}
+LONG_JOB_MS = 3_600_000  # the workers' jobs outlast a trial
 TASKS = ("find_stuck_locks", "check_heartbeats", "force_unlock_dead_workers", "report")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C so that everything started gets stopped."""
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def utcnow() -> datetime:
@@ -124,202 +104,56 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # --- Airflow standalone ----------------------------------------------------------------
 
 
 @dataclass
 class Airflow:
-    """A running ``airflow standalone`` and a REST API client for it."""
+    """A running ``airflow standalone`` and its REST API, seen from the DAG under test."""
 
-    process: subprocess.Popen[bytes]
-    home: Path
-    log_path: Path
-    api: httpx.Client
-
-    def get(self, path: str, **params: Any) -> Any:
-        response = self.api.get(path, params=params)
-        response.raise_for_status()
-        return response.json()
-
-    def healthy(self) -> bool:
-        try:
-            health = self.get("/api/v2/monitor/health")
-        except (httpx.HTTPError, ValueError):
-            return False
-        return all(
-            health.get(part, {}).get("status") == "healthy"
-            for part in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-        )
+    standalone: Standalone
+    api: AirflowAPI
 
     def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(
-                f"airflow standalone exited with {self.process.returncode}; see {self.log_path}"
-            )
+        self.standalone.check_alive()
 
     def runs(self, since: datetime) -> list[dict[str, Any]]:
         """The DAG's runs whose run_after is at or after ``since``, oldest first."""
-        found = self.get(
-            f"/api/v2/dags/{DAG_ID}/dagRuns",
-            run_after_gte=since.isoformat(),
-            order_by="run_after",
-            limit=100,
-        )
-        return list(found["dag_runs"])
+        return self.api.runs(DAG_ID, run_after_gte=since.isoformat(), order_by="run_after")
 
     def task_instances(self, run_id: str) -> dict[str, dict[str, Any]]:
-        found = self.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-        return {ti["task_id"]: ti for ti in found["task_instances"]}
+        return self.api.task_instances(DAG_ID, run_id)
 
     def xcom(self, run_id: str, task_id: str) -> Any:
-        response = self.api.get(
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}"
-            "/xcomEntries/return_value"
-        )
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        value = response.json()["value"]
-        return json.loads(value) if isinstance(value, str) else value
-
-
-def sqlalchemy_url(server: PostgresServer, dbname: str) -> str:
-    return "postgresql+psycopg2://" + server.dsn(dbname).removeprefix("postgresql://")
+        """A task's return value, None if it has none."""
+        return self.api.xcom(DAG_ID, run_id, task_id, missing_ok=True)
 
 
 @contextmanager
 def airflow_standalone(
     server: PostgresServer, meta_db: str, graphile_db: str, home: Path
 ) -> Iterator[Airflow]:
-    """Start ``airflow standalone``; on exit stop it with SIGINT, then kill what is left."""
-    port = free_port()
-    airflow = Path(sys.executable).parent / "airflow"
-    if not airflow.exists():
-        raise RuntimeError(f"the `airflow` command is not installed next to {sys.executable}")
-    env = {
-        **os.environ,
-        # standalone starts its components as `airflow ...`: this venv's must come first.
-        "PATH": f"{airflow.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(server, meta_db),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+    """Start ``airflow standalone``; on exit pause the DAG and stop Airflow."""
+    settings = standalone_settings(
+        server,
+        meta_db,
+        EXAMPLE_DAGS_DIR,
+        {CONN_ID: server.airflow_connection(graphile_db)},
         # Other example DAGs live in the same folder: they stay paused, ours is unpaused.
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
-        # Fixed by default (8793, 8794): free ones, in case another Airflow runs here.
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        # Pick the DAG folder up fast.
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
-        f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(
-            {
-                "conn_type": "graphile_worker",
-                "host": server.host,
-                "port": server.port,
-                "login": server.user,
-                "password": server.password,
-                "schema": graphile_db,
-            }
-        ),
-    }
-    log_path = home / "standalone.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [str(airflow), "standalone"],
-            cwd=home,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # A background job ignores SIGINT, and standalone stops cleanly only on SIGINT.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-            start_new_session=True,
-        )
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
+    )
+    standalone = Standalone(home, settings)
+    api = AirflowAPI(standalone.base_url)
     try:
-        yield Airflow(process=process, home=home, log_path=log_path, api=api)
+        yield Airflow(standalone, api)
     finally:
-        with suppress(httpx.HTTPError):  # no new runs while it shuts down
-            api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": True}, timeout=10)
-        api.close()
-        stop_standalone(process)
-
-
-def group_members(pgid: int) -> list[str]:
-    """``pid name`` of the live processes in a process group (read from /proc)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(f"{stat.parent.name} {name}")
-    return members
-
-
-def stop_standalone(process: subprocess.Popen[bytes], grace: float = 90.0) -> None:
-    """SIGINT to standalone (it then stops its components), then SIGKILL its group."""
-    if process.poll() is None:
-        started = time.monotonic()
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(grace)
-            say(f"  airflow standalone stopped {time.monotonic() - started:.0f} s after SIGINT")
-        except subprocess.TimeoutExpired:
-            say(
-                f"  airflow standalone still running {grace:.0f} s after SIGINT; killing its "
-                f"process group: {', '.join(group_members(process.pid))}"
-            )
-    # Leftovers in its session (task runners, log servers, ...), by their group id.
-    left = group_members(process.pid)
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    if left and process.returncode is not None:
-        say(f"  killed leftovers of airflow standalone: {', '.join(left)}")
-    process.wait()
-
-
-def wait_until_ready(airflow: Airflow, timeout: float) -> float:
-    started = time.monotonic()
-    while not airflow.healthy():
-        airflow.check_alive()
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(
-                f"Airflow not healthy within {timeout:.0f} s; see {airflow.log_path}"
-            )
-        time.sleep(1)
-    return time.monotonic() - started
-
-
-def unpause_dag(airflow: Airflow, timeout: float) -> None:
-    """Wait for the DAG processor to register the DAG, then unpause it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        airflow.check_alive()
-        response = airflow.api.get(f"/api/v2/dags/{DAG_ID}")
-        if response.status_code == 200:
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"DAG {DAG_ID} not registered within {timeout:.0f} s")
-        time.sleep(1)
-    response = airflow.api.patch(f"/api/v2/dags/{DAG_ID}", json={"is_paused": False})
-    response.raise_for_status()
+        with suppress(requests.RequestException):  # no new runs while it shuts down
+            api.request("PATCH", f"/dags/{DAG_ID}", json={"is_paused": True}, timeout=10)
+        seconds, killed = standalone.stop(timeout=90)
+        say(
+            f"  airflow standalone stopped in {seconds:.0f} s"
+            + (f"; SIGKILLed what was left: {killed}" if killed else "")
+        )
 
 
 def wait_for_warm_run(airflow: Airflow, since: datetime, timeout: float) -> dict[str, Any]:
@@ -394,18 +228,6 @@ class Trial:
         }
 
 
-def reset_queue(db: GraphileDB) -> None:
-    """Remove every job, queue and heartbeat row left by a previous trial."""
-    for table in ("_private_jobs", "_private_job_queues"):
-        db.query(sql.SQL("delete from {}").format(sql.Identifier(SCHEMA, table)))
-    with suppress(psycopg.errors.UndefinedTable):
-        db.query(sql.SQL("delete from {}").format(sql.Identifier("public", HEARTBEAT_TABLE)))
-
-
-def locker(db: GraphileDB, job_id: int, what: str) -> str:
-    return str(wait_for(lambda: db.jobs()[job_id]["locked_by"], timeout=60, what=what))
-
-
 def completed_in_log(worker: WorkerProcess, job_ids: list[int]) -> bool:
     text = worker.log_text()
     return all(re.search(rf"Completed task {job_id}\b", text) for job_id in job_ids)
@@ -454,34 +276,20 @@ def run_trial(
     number: int, db: GraphileDB, airflow: Airflow, rng: random.Random, timeout: float
 ) -> Trial:
     trial = Trial(number=number, started=utcnow(), delay=rng.uniform(10, 70))
-    reset_queue(db)
-    worker_args: dict[str, Any] = {
-        "schema": SCHEMA,
-        "poll_interval": POLL_MS,
-        "heartbeat": True,
-        "heartbeat_interval_ms": HEARTBEAT_MS,
-    }
+    db.empty()  # what a previous trial left
     with ExitStack() as stack:
-        doomed = WorkerProcess(db.dsn, VERSION, jobs=1, **worker_args)
+        workers = start_two_workers(
+            db,
+            heartbeat_interval_ms=HEARTBEAT_MS,
+            poll_interval=POLL_MS,
+            long_job_ms=LONG_JOB_MS,
+            timeout=60,
+        )
+        doomed, survivor, reports = workers.doomed, workers.survivor, workers.reports
         stack.callback(doomed.kill)
-        billing = db.add_job(
-            "sleep", {"ms": BILLING_SLEEP_MS, "onlyFirstAttempt": True}, queue="billing"
-        )
-        trial.doomed_id = locker(db, billing, "worker A to take the billing job")
-        queued = db.add_job("noop", {"behind": billing}, queue="billing")
-        trial.billing_ids = [billing, queued]
-
-        survivor = WorkerProcess(db.dsn, VERSION, jobs=2, **worker_args)
         stack.callback(survivor.stop)
-        reports = db.add_job("sleep", {"ms": REPORTS_SLEEP_MS}, queue="reports")
-        trial.survivor_id = locker(db, reports, "worker B to take the reports job")
-        if trial.survivor_id == trial.doomed_id:
-            raise RuntimeError("both jobs were taken by the same worker pool")
-        wait_for(
-            lambda: {trial.doomed_id, trial.survivor_id} <= set(db.heartbeats()),
-            timeout=30,
-            what="both workers' heartbeats",
-        )
+        trial.doomed_id, trial.survivor_id = workers.doomed_id, workers.survivor_id
+        trial.billing_ids = [workers.billing, workers.queued]
         say(
             f"  trial {number}: A={trial.doomed_id} holds jobs {trial.billing_ids} (billing), "
             f"B={trial.survivor_id} holds job {reports} (reports); kill A in {trial.delay:.1f} s"
@@ -627,22 +435,16 @@ def print_summary(trials: list[Trial]) -> None:
 def run(args: argparse.Namespace, stack: ExitStack) -> list[Trial]:
     rng = random.Random(args.seed)
     server = stack.enter_context(postgres_server())
-    tag = uuid.uuid4().hex[:8]
-    graphile_db, meta_db = f"bench_rescue_{tag}", f"bench_rescue_airflow_{tag}"
+    graphile_db = unique_name("bench_rescue")
+    meta_db = graphile_db.replace("bench_rescue", "bench_rescue_airflow", 1)
     # Registered before Airflow starts, so they run after it has stopped.
     stack.callback(drop_database, server, meta_db)
     stack.callback(drop_database, server, graphile_db)
-    create_database(server, graphile_db)
+    db = GraphileDB.create(server, graphile_db, VERSION, CONN_ID, SCHEMA)
     create_database(server, meta_db)
-    dsn = server.dsn(graphile_db)
 
-    say("MACHINE")
-    for line in machine_facts(dsn):
-        say(f"  {line}")
-    say()
+    say_machine(db.dsn)
     say("SETUP")
-    install_schema(dsn, VERSION, SCHEMA)
-    db = GraphileDB(dsn, VERSION, graphile_db, SCHEMA, REVISIONS[VERSION], CONN_ID)
     say(f"  Graphile Worker {VERSION} schema in database {graphile_db}")
 
     home = Path(tempfile.mkdtemp(prefix="bench-rescue-airflow-"))
@@ -656,11 +458,17 @@ def run(args: argparse.Namespace, stack: ExitStack) -> list[Trial]:
 
     stack.callback(finish_home)
     airflow = stack.enter_context(airflow_standalone(server, meta_db, graphile_db, home))
-    say(f"  airflow standalone started (pid {airflow.process.pid}); waiting for it to be healthy")
-    seconds = wait_until_ready(airflow, timeout=args.startup_timeout)
+    say(
+        f"  airflow standalone started (pid {airflow.standalone.process.pid}); waiting for it "
+        "to be healthy"
+    )
+    started = time.monotonic()
+    airflow.standalone.wait_healthy(args.startup_timeout)
+    seconds = time.monotonic() - started
     say(f"  healthy after {seconds:.0f} s (metadata DB migrated on PostgreSQL)")
     warm_since = utcnow() - timedelta(minutes=1)
-    unpause_dag(airflow, timeout=args.startup_timeout)
+    airflow.api.wait_dag(DAG_ID, args.startup_timeout)  # registered by the DAG processor
+    airflow.api.set_paused(DAG_ID, False)
     say(f"  {DAG_ID} registered and unpaused; waiting for a successful run (warm-up)")
     warm = wait_for_warm_run(airflow, warm_since, timeout=args.startup_timeout)
     states = {t: ti["state"] for t, ti in airflow.task_instances(warm["dag_run_id"]).items()}
@@ -706,13 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error("--trials must be at least 1")
-    signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
-    try:
-        with ExitStack() as stack:
-            run(args, stack)
-    except KeyboardInterrupt:
-        say("\nInterrupted: everything started was stopped and the databases dropped.")
+    interrupted = "everything started was stopped and the databases dropped."
+    if run_cleanly(lambda stack: run(args, stack), interrupted):
         return 130
     say(f"Done in {(time.monotonic() - started) / 60:.1f} min; all stopped, databases dropped.")
     return 0

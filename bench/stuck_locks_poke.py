@@ -3,7 +3,7 @@
 Run from the repository root: ``.venv/bin/python -m bench.stuck_locks_poke [--jobs N]``.
 
 1. Creates a throwaway database on the PostgreSQL server the tests use (or a throwaway
-   cluster: see tests/support/postgres.py) and installs Graphile Worker 0.18.0's schema
+   cluster: see devkit/postgres.py) and installs Graphile Worker 0.18.0's schema
    with its own CLI.
 2. Fills it with ``--jobs`` jobs (default 1,000,000) through Graphile Worker's own SQL
    function ``add_jobs``, in batches: five task identifiers, 10% of the jobs in twenty
@@ -37,196 +37,50 @@ measurement is repeated and reported as median, p90 and min-max, with the load a
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import signal
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make `bench` and `tests` importable
+if __package__ in (None, ""):  # run as a file: make `bench` and `devkit` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
-from bench.common import Summary, load_note, machine_facts
-from tests.support.graphile import install_schema
-from tests.support.postgres import (
-    PostgresServer,
-    create_database,
-    drop_database,
-    postgres_server,
+from bench.common import (
+    BIG_QUEUE,
+    BIG_QUEUE_PARAMS,
+    LOCKED_AT_INDEX,
+    LOCKER_POOLS,
+    Summary,
+    create_locked_at_index,
+    drop_locked_at_index,
+    explain,
+    fill_jobs,
+    indented,
+    load_note,
+    lock_like_workers,
+    new_database,
+    say_machine,
+    set_up,
+    vacuum_analyze,
 )
+from devkit.airflow_home import connection_env
+from devkit.graphile import install_schema
+from devkit.process import run_cleanly, say
+from devkit.versions import DEFAULT_SCHEMA, LATEST_VERSION
 
-VERSION = "0.18.0"
-SCHEMA = "graphile_worker"
+VERSION = LATEST_VERSION
+SCHEMA = DEFAULT_SCHEMA
 CONN_ID = "graphile_worker_default"
 # The example DAG's STUCK_AFTER (example_dags/graphile_worker_unlock_crashed.py).
 STUCK_AFTER = timedelta(minutes=1)
 TARGET_MS = 50.0
-INDEX_NAME = "bench_jobs_locked_at"
-TASKS = ("send_email", "resize_image", "sync_crm", "charge_card", "build_report")
-NAMED_QUEUES = 20
-POOLS = 5
-LOCKED_PLAIN = 45
-LOCKED_QUEUED = 5
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C so that the database is dropped."""
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def configure_airflow(home: Path, server: PostgresServer, dbname: str) -> None:
-    """A temp Airflow home and the hook's connection; must run before airflow is imported."""
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            f"AIRFLOW_CONN_{CONN_ID.upper()}": json.dumps(
-                {
-                    "conn_type": "graphile_worker",
-                    "host": server.host,
-                    "port": server.port,
-                    "login": server.user,
-                    "password": server.password,
-                    "schema": dbname,
-                }
-            ),
-        }
-    )
-
-
-# --- filling the queue -----------------------------------------------------------------
-
-
-def fill(dsn: str, total: int, batch: int) -> float:
-    """Add ``total`` jobs with ``add_jobs`` in batches; return the seconds it took."""
-    jobs = sql.Identifier(SCHEMA)
-    statement = sql.SQL(
-        """
-        select count(*) from {schema}.add_jobs(array(
-          select row(
-            (%(tasks)s::text[])[1 + i %% %(ntasks)s],
-            json_build_object('n', i, 'to', 'user' || i || '@example.com', 'attempt', 'first'),
-            case when i %% 10 = 0 then 'queue_' || (i / 10) %% %(nqueues)s end,
-            case when i %% 8 in (1, 2) then now() + make_interval(secs => i %% 86400) end,
-            25, null, 0, null
-          )::{schema}.job_spec
-          from generate_series(%(first)s::bigint, %(last)s::bigint) as i
-        ))
-        """
-    ).format(schema=jobs)
-    started = time.monotonic()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        done = 0
-        while done < total:
-            size = min(batch, total - done)
-            row = conn.execute(
-                statement,
-                {
-                    "tasks": list(TASKS),
-                    "ntasks": len(TASKS),
-                    "nqueues": NAMED_QUEUES,
-                    "first": done,
-                    "last": done + size - 1,
-                },
-            ).fetchone()
-            assert row is not None and row[0] == size, row
-            done += size
-            if sys.stdout.isatty():
-                print(f"\r  added {done:,} / {total:,} jobs", end="", flush=True)
-    if sys.stdout.isatty():
-        print("\r", end="")
-    return time.monotonic() - started
-
-
-def lock_some(dsn: str) -> dict[str, Any]:
-    """Lock a few jobs (and their named queues) as workers would; return what was locked."""
-    pools = [f"pool-{uuid.uuid4().hex[:18]}" for _ in range(POOLS)]
-    jobs = sql.Identifier(SCHEMA, "_private_jobs")
-    queues = sql.Identifier(SCHEMA, "_private_job_queues")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("select setseed(0.42)")
-        # 45 ready jobs outside named queues, spread over the table, ages 20 s .. ~3 h.
-        conn.execute(
-            sql.SQL(
-                """
-                with picked as (
-                  select id, row_number() over (order by random()) - 1 as n
-                  from {jobs} where job_queue_id is null and run_at <= now()
-                  order by random() limit %(count)s
-                )
-                update {jobs} as j
-                set locked_at = now() - make_interval(secs => 20 + picked.n * 240),
-                    locked_by = (%(pools)s::text[])[1 + picked.n %% %(npools)s],
-                    attempts = j.attempts + 1
-                from picked where j.id = picked.id
-                """
-            ).format(jobs=jobs),
-            {"count": LOCKED_PLAIN, "pools": pools, "npools": POOLS},
-        )
-        # One running job in each of 5 named queues; the queue row is locked with it.
-        conn.execute(
-            sql.SQL(
-                """
-                with ready as (
-                  select distinct on (job_queue_id) id as job_id, job_queue_id as queue_id
-                  from {jobs}
-                  where job_queue_id is not null and run_at <= now() and locked_at is null
-                  order by job_queue_id, id
-                ), picked as (
-                  select job_id, queue_id, row_number() over (order by queue_id) - 1 as n
-                  from (select * from ready order by queue_id limit %(count)s) as first_ones
-                ), locked_jobs as (
-                  update {jobs} as j
-                  set locked_at = now() - make_interval(secs => 30 + picked.n * 600),
-                      locked_by = (%(pools)s::text[])[1 + picked.n %% %(npools)s],
-                      attempts = j.attempts + 1
-                  from picked where j.id = picked.job_id
-                  returning j.job_queue_id, j.locked_at, j.locked_by
-                )
-                update {queues} as q
-                set locked_at = l.locked_at, locked_by = l.locked_by
-                from locked_jobs as l where q.id = l.job_queue_id
-                """
-            ).format(jobs=jobs, queues=queues),
-            {"count": LOCKED_QUEUED, "pools": pools, "npools": POOLS},
-        )
-        counts = conn.execute(
-            sql.SQL(
-                "select (select count(*) from {jobs} where locked_at is not null), "
-                "(select count(*) from {queues} where locked_at is not null), "
-                "(select count(*) from {jobs} where locked_at < now() - %(after)s::interval)"
-            ).format(jobs=jobs, queues=queues),
-            {"after": STUCK_AFTER},
-        ).fetchone()
-    assert counts is not None
-    return {"jobs": counts[0], "queues": counts[1], "stuck_jobs": counts[2], "pools": pools}
-
-
-def vacuum_analyze(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in ("_private_jobs", "_private_job_queues", "_private_tasks"):
-            conn.execute(sql.SQL("vacuum analyze {}").format(sql.Identifier(SCHEMA, table)))
+MIN_JOBS = 245  # enough ready jobs for lock_like_workers()
 
 
 # --- measuring -------------------------------------------------------------------------
@@ -255,14 +109,12 @@ def timed(
 
 def measure(dsn: str, repeat: int, warmup: int) -> dict[str, tuple[Summary, object]]:
     """(a) the hook end to end, (a') its fixed part, (b) connect + query, (c) query alone."""
-    from airflow_graphile.hooks.graphile_worker import (
-        GraphileWorkerHook,
-        stuck_locks_params,
-        stuck_locks_statement,
-    )
+    from airflow_graphile.hooks import stuck_locks
+    from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+    from airflow_graphile.hooks.tables import Tables
 
-    statement = stuck_locks_statement(SCHEMA)
-    params = stuck_locks_params(STUCK_AFTER, None, None)
+    statement = stuck_locks.statement(Tables(SCHEMA))
+    params = stuck_locks.StuckLockQuery(STUCK_AFTER).params()
 
     def hook_poke() -> object:
         # The sensor builds a new hook for every poke.
@@ -297,40 +149,13 @@ def measure(dsn: str, repeat: int, warmup: int) -> dict[str, tuple[Summary, obje
         )
 
 
-def explain(dsn: str) -> str:
-    from airflow_graphile.hooks.graphile_worker import stuck_locks_params, stuck_locks_statement
+def explain_poke(dsn: str) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the stuck-locks query."""
+    from airflow_graphile.hooks import stuck_locks
+    from airflow_graphile.hooks.tables import Tables
 
-    statement = sql.SQL("explain (analyze, buffers) {}").format(stuck_locks_statement(SCHEMA))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(statement, stuck_locks_params(STUCK_AFTER, None, None)).fetchall()
-    return "\n".join(str(row[0]) for row in rows)
-
-
-def create_index(dsn: str) -> tuple[float, int]:
-    """Build the optional partial index; return its build seconds and its size in bytes."""
-    jobs = sql.Identifier(SCHEMA, "_private_jobs")
-    started = time.monotonic()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "create index concurrently {} on {} (locked_at) where locked_at is not null"
-            ).format(sql.Identifier(INDEX_NAME), jobs)
-        )
-        seconds = time.monotonic() - started
-        row = conn.execute(
-            "select pg_relation_size(%s::regclass)", [f"{SCHEMA}.{INDEX_NAME}"]
-        ).fetchone()
-    assert row is not None
-    return seconds, int(row[0])
-
-
-def drop_index(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop index concurrently if exists {}").format(
-                sql.Identifier(SCHEMA, INDEX_NAME)
-            )
-        )
+    query = stuck_locks.StuckLockQuery(STUCK_AFTER)
+    return explain(dsn, stuck_locks.statement(Tables(SCHEMA)), query.params())
 
 
 def sizes(dsn: str) -> dict[str, int]:
@@ -356,36 +181,25 @@ def row_for(label: str, summary: Summary) -> str:
     )
 
 
-def indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
-
-
 # --- main ------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace, stack: ExitStack) -> None:
-    server = stack.enter_context(postgres_server())
-    dbname = f"bench_poke_{uuid.uuid4().hex[:8]}"
+    server, _ = set_up(stack, "poke")
+    dbname = new_database(stack, server, "bench_poke")
     dsn = server.dsn(dbname)
-    stack.callback(drop_database, server, dbname)
-    create_database(server, dbname)
-    home = Path(tempfile.mkdtemp(prefix="bench-poke-airflow-"))
-    stack.callback(shutil.rmtree, home, ignore_errors=True)
-    configure_airflow(home, server, dbname)
-
-    say("MACHINE")
-    for line in machine_facts(dsn):
-        say(f"  {line}")
-    say()
+    # The hook's connection, before airflow is imported.
+    os.environ.update(connection_env({CONN_ID: server.airflow_connection(dbname)}))
+    say_machine(dsn)
     say("SETUP")
     install_schema(dsn, VERSION, SCHEMA)
     say(f"  database {dbname} on {server.host}:{server.port}, Graphile Worker {VERSION} schema")
-    seconds = fill(dsn, args.jobs, args.batch)
+    seconds = fill_jobs(dsn, args.jobs, BIG_QUEUE, BIG_QUEUE_PARAMS, batch=args.batch)
     say(f"  {args.jobs:,} jobs added with add_jobs() in batches of {args.batch:,}: {seconds:.1f} s")
-    locked = lock_some(dsn)
+    locked = lock_like_workers(dsn, STUCK_AFTER)
     say(
-        f"  locked {locked['jobs']} jobs and {locked['queues']} named queues by {POOLS} pool "
-        f"ids, lock ages 20 s .. ~3 h; {locked['stuck_jobs']} jobs locked longer than "
+        f"  locked {locked.jobs} jobs and {locked.queues} named queues by {LOCKER_POOLS} pool "
+        f"ids, lock ages 20 s .. ~3 h; {locked.stuck_jobs} jobs locked longer than "
         f"{STUCK_AFTER.total_seconds():.0f} s (the example DAG's STUCK_AFTER)"
     )
     started = time.monotonic()
@@ -409,23 +223,23 @@ def run(args: argparse.Namespace, stack: ExitStack) -> None:
         f"{sum(len(item['job_ids']) for item in lockers)} jobs and "
         f"{sum(len(item['queue_names']) for item in lockers)} queues"
     )
-    plan_without = explain(dsn)
-    build_seconds, index_size = create_index(dsn)
-    stack.callback(drop_index, dsn)
+    plan_without = explain_poke(dsn)
+    build_seconds, index_size = create_locked_at_index(dsn)
+    stack.callback(drop_locked_at_index, dsn)
     with_index = measure(dsn, args.repeat, args.warmup)
-    plan_with = explain(dsn)
-    drop_index(dsn)
+    plan_with = explain_poke(dsn)
+    drop_locked_at_index(dsn)
     say(f"  {load_note()}")
     say()
 
     say("EXPLAIN (ANALYZE, BUFFERS) of the stuck-locks query, WITHOUT the index")
-    say(indent(plan_without))
+    say(indented(plan_without))
     say()
     say(
         f"EXPLAIN (ANALYZE, BUFFERS) of the stuck-locks query, WITH the partial index "
-        f"{INDEX_NAME} (built CONCURRENTLY in {build_seconds:.2f} s; {mib(index_size)})"
+        f"{LOCKED_AT_INDEX} (built CONCURRENTLY in {build_seconds:.2f} s; {mib(index_size)})"
     )
-    say(indent(plan_with))
+    say(indented(plan_with))
     say()
 
     say(f"RESULT  ms per call, {args.jobs:,} jobs, {args.repeat} timed calls each")
@@ -443,7 +257,7 @@ def run(args: argparse.Namespace, stack: ExitStack) -> None:
     gain = plain["query"][0].median - with_index["query"][0].median
     say()
     say(
-        f"  The partial index ({mib(index_size)} for {locked['jobs']} locked rows; "
+        f"  The partial index ({mib(index_size)} for {locked.jobs} locked rows; "
         f"built in {build_seconds:.2f} s) saves {gain:.1f} ms of query time per poke "
         f"(median {plain['query'][0].median:.1f} -> {with_index['query'][0].median:.1f} ms). "
         "It was dropped again."
@@ -461,16 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timed calls per measurement")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first")
     args = parser.parse_args(argv)
-    if args.jobs < LOCKED_PLAIN + 10 * NAMED_QUEUES or args.batch < 1 or args.repeat < 1:
-        parser.error("--jobs must be at least 245, --batch and --repeat at least 1")
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        with ExitStack() as stack:
-            run(args, stack)
-    except KeyboardInterrupt:
-        say("\nInterrupted: the database was dropped.")
-        return 130
-    return 0
+    if args.jobs < MIN_JOBS or args.batch < 1 or args.repeat < 1:
+        parser.error(f"--jobs must be at least {MIN_JOBS}, --batch and --repeat at least 1")
+    return run_cleanly(lambda stack: run(args, stack), "the database was dropped.")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ The queue is the one of ``bench.bulk_by_filter`` (``--jobs`` jobs, default 1,000
 none ready; the filter selects half of them) plus a backlog of ``--backlog`` ready
 ``noop`` jobs, which the bulk operation never touches. For each measurement window, a
 fresh ``FILE_COPY`` of that database and a real Graphile Worker 0.18.0
-(``tests.support.graphile.WorkerProcess``: ``node cli.js --jobs 4``, the task files of
-``tests/graphile_tasks/tasks``) draining the ``noop`` backlog. Once it runs steadily
+(``devkit.graphile.WorkerProcess``: ``node cli.js --jobs 4``, the task files of
+``devkit/graphile_tasks/tasks``) draining the ``noop`` backlog. Once it runs steadily
 (``--settle`` seconds after its first completed job), one of:
 
 - ``idle``: nothing else, for ``--window`` seconds (the baseline);
@@ -33,16 +33,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a file: make `bench` and `tests` importable
+if __package__ in (None, ""):  # run as a file: make `bench` and `devkit` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
@@ -54,30 +52,30 @@ from bench.common import (
     JobSpecSQL,
     Ratio,
     Summary,
-    airflow_env,
-    clone_database,
-    drop_database_now,
-    exit_cleanly_on_sigterm,
+    create_locked_at_index,
     fill_jobs,
     load_note,
-    machine_facts,
     rotated,
-    say,
+    say_machine,
+    set_up,
     spread,
-    unique_name,
     vacuum_analyze,
 )
-from tests.support.graphile import WorkerProcess, wait_for
-from tests.support.postgres import PostgresServer, postgres_server
+from devkit.graphile import WorkerProcess
+from devkit.postgres import (
+    PostgresServer,
+    clone_database,
+    drop_database,
+    temporary_copy,
+    unique_name,
+)
+from devkit.process import run_cleanly, say
+from devkit.versions import LATEST_VERSION
 
-VERSION = "0.18.0"
+VERSION = LATEST_VERSION
 WORKER_JOBS = 4
 TARGET_SHARE = 0.9
 VARIANTS = ("idle", "ours", "raw", "indexed")
-# The optional partial index of bench.queue_stats / bench.stuck_locks_poke.
-INDEX = (
-    "create index concurrently bench_jobs_locked_at on {} (locked_at) where locked_at is not null"
-)
 NOOP = JobSpecSQL(task="'noop'", payload="json_build_object('n', i)")
 
 
@@ -116,7 +114,7 @@ def build_queue(server: PostgresServer, jobs: int, backlog: int) -> tuple[str, i
     try:
         clone_database(server, bulk, name)
     finally:
-        drop_database_now(server, bulk)
+        drop_database(server, bulk)
     try:
         dsn = server.dsn(name)
         jobs_table = sql.Identifier(WORKER_SCHEMA, "_private_jobs")
@@ -126,7 +124,7 @@ def build_queue(server: PostgresServer, jobs: int, backlog: int) -> tuple[str, i
         fill_jobs(dsn, backlog, NOOP)
         vacuum_analyze(dsn)
     except BaseException:
-        drop_database_now(server, name)
+        drop_database(server, name)
         raise
     return name, int(row[0]) + 1, time.monotonic() - started
 
@@ -147,26 +145,16 @@ class Bench:
         return int(row[0])
 
     def window(self, variant: str, seconds: float, settle: float) -> Window:
-        name = unique_name("bench_worker")
-        clone_database(self.server, self.template, name)
-        try:
+        with temporary_copy(self.server, self.template, "bench_worker") as name:
             dsn = self.server.dsn(name)
-            if variant == "indexed":
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute(
-                        sql.SQL(INDEX).format(sql.Identifier(WORKER_SCHEMA, "_private_jobs"))
-                    )
+            if variant == "indexed":  # the optional index of bench.queue_stats
+                create_locked_at_index(dsn)
             with (
                 psycopg.connect(dsn, autocommit=True) as conn,
                 WorkerProcess(dsn, VERSION, jobs=WORKER_JOBS) as worker,
             ):
                 backlog = self.left(conn)
-                try:
-                    wait_for(
-                        lambda: self.left(conn) < backlog, timeout=60, what="the first noop job"
-                    )
-                except TimeoutError:
-                    raise RuntimeError(f"the worker did not start:\n{worker.log_text()}") from None
+                worker.wait(lambda: self.left(conn) < backlog, 60, "the first noop job")
                 time.sleep(settle)
                 before, started = self.left(conn), time.perf_counter()
                 ticks, node_seconds = cpu_ticks(), process_seconds(worker.pid)
@@ -187,22 +175,13 @@ class Bench:
             if after == 0:
                 raise RuntimeError("the noop backlog ran out during the window: raise --backlog")
             return Window(elapsed, before - after, after, busy, node_cpus)
-        finally:
-            drop_database_now(self.server, name)
 
 
 def run(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
-    server = stack.enter_context(postgres_server())
-    work = Path(tempfile.mkdtemp(prefix="bench-worker-"))
-    stack.callback(shutil.rmtree, work, ignore_errors=True)
-    os.environ.update(airflow_env(work / "airflow", {}))
+    server, work = set_up(stack, "worker")
     template, first_noop, build_seconds = build_queue(server, args.jobs, args.backlog)
-    stack.callback(drop_database_now, server, template)
-
-    say("MACHINE")
-    for line in machine_facts(server.dsn(template)):
-        say(f"  {line}")
-    say()
+    stack.callback(drop_database, server, template)
+    say_machine(server.dsn(template))
     say("SETUP")
     say(
         f"  {args.jobs:,} jobs as in bench.bulk_by_filter plus {args.backlog:,} ready noop "
@@ -279,14 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         args.jobs, args.backlog, args.rounds, args.window = 200_000, 60_000, 1, 6.0
     if args.jobs < 10_000 or args.backlog < 1000 or args.rounds < 1 or args.window <= 0:
         parser.error("need --jobs >= 10000, --backlog >= 1000, --rounds >= 1, --window > 0")
-    exit_cleanly_on_sigterm()
-    try:
-        with ExitStack() as stack:
-            run(args, stack)
-    except KeyboardInterrupt:
-        say("\nInterrupted: the databases were dropped and the workers stopped.")
-        return 130
-    return 0
+    return run_cleanly(
+        lambda stack: run(args, stack), "the databases were dropped and the workers stopped."
+    )
 
 
 if __name__ == "__main__":

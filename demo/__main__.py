@@ -20,38 +20,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-import uuid
 from pathlib import Path
-from types import FrameType
 
 import psycopg
 
 from demo.admin import part_three
 from demo.cleanup import finale, part_two
-from demo.common import (
-    CONN_ID,
-    EXAMPLE_DAGS_DIR,
-    SCHEMA,
-    VERSION,
-    load_example_dag,
-    say,
-    use_database,
-)
+from demo.common import CONN_ID, SCHEMA, VERSION, say
 from demo.queue import Names, show_jobs, show_queue
 from demo.rescue import part_one
 from demo.seed import seed_and_crash
 from demo.world import World
-from tests.support.graphile import REVISIONS, GraphileDB, install_schema
-from tests.support.postgres import PostgresServer, create_database, drop_database, postgres_server
+from devkit.airflow_home import EXAMPLES_BUNDLE, airflow_env, connection_env, start_migrate
+from devkit.dag_runs import load_example_dag
+from devkit.graphile import GraphileDB
+from devkit.paths import EXAMPLE_DAGS_DIR
+from devkit.postgres import PostgresServer, drop_database, postgres_server, unique_name
+from devkit.process import Terminated, exit_cleanly_on_sigterm, stop_process
 
 DAG_IDS = ("graphile_worker_unlock_crashed", "graphile_worker_cleanup", "graphile_worker_admin")
 # A heartbeat older than this means a dead worker, in the demo (the DAGs' default: 60 s).
@@ -70,49 +62,14 @@ throwaway Graphile Worker {VERSION} queue in PostgreSQL, worked by real workers 
 
 
 def configure_airflow(home: Path) -> Path:
-    """Point Airflow at a fresh home; must run before anything imports airflow."""
+    """Point Airflow at a fresh home; must run before anything imports airflow.
+
+    dag.test() runs only DAGs that live in a configured bundle. Returns the log file.
+    """
     os.environ.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAGS_DIR),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            # dag.test() runs only DAGs that live in a configured bundle.
-            # ("example_dags" is a name Airflow reserves.)
-            "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
-                [
-                    {
-                        "name": "provider_examples",
-                        "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                        "kwargs": {"path": str(EXAMPLE_DAGS_DIR), "refresh_interval": 0},
-                    }
-                ]
-            ),
-        }
+        airflow_env(home, dags_folder=EXAMPLE_DAGS_DIR, bundles={EXAMPLES_BUNDLE: EXAMPLE_DAGS_DIR})
     )
     return home / "airflow.log"
-
-
-def start_db_migrate(log_file: Path) -> subprocess.Popen[bytes]:
-    """Start `airflow db migrate` in the background, its output going to the log file."""
-    airflow = Path(sys.executable).parent / "airflow"
-    command = str(airflow) if airflow.exists() else shutil.which("airflow")
-    if command is None:
-        raise RuntimeError("the `airflow` command is not installed next to this Python")
-    with log_file.open("ab") as log:
-        return subprocess.Popen(
-            [command, "db", "migrate"], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-        )
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --- PostgreSQL and Graphile Worker ----------------------------------------------------
@@ -129,14 +86,15 @@ def drop_quietly(server: PostgresServer, dbname: str) -> None:
 def new_database(
     stack: contextlib.ExitStack, server: PostgresServer, dbname: str, keep: bool, note: str
 ) -> GraphileDB:
-    """Create a throwaway database (dropped at the end unless kept) with the worker schema."""
+    """Create a throwaway database (dropped at the end unless kept) with the worker schema,
+    and point the Airflow connection CONN_ID (the example DAGs' default) at it."""
     if keep:
         stack.callback(say, f"Kept database {dbname}{note}: {server.dsn(dbname)}")
     else:
         stack.callback(drop_quietly, server, dbname)  # registered first: Ctrl-C may come
-    create_database(server, dbname)
-    install_schema(server.dsn(dbname), VERSION, SCHEMA)
-    return GraphileDB(server.dsn(dbname), VERSION, dbname, SCHEMA, REVISIONS[VERSION], CONN_ID)
+    db = GraphileDB.create(server, dbname, VERSION, CONN_ID, SCHEMA)
+    os.environ.update(connection_env({CONN_ID: server.airflow_connection(dbname)}))
+    return db
 
 
 # --- Main ------------------------------------------------------------------------------
@@ -146,17 +104,15 @@ def demo(keep: bool, log_file: Path) -> bool:
     """Set up, run the three example DAGs and report; return whether every run succeeded."""
     with contextlib.ExitStack() as stack:
         say("SETUP")
-        migrate = start_db_migrate(log_file)
+        migrate = start_migrate(log_file)
         stack.callback(stop_process, migrate)
 
-        messages = io.StringIO()  # postgres_server() tells on stderr which server it uses
-        with contextlib.redirect_stderr(messages):
+        # postgres_server() tells on stderr which server it uses: the demo says it below.
+        with contextlib.redirect_stderr(io.StringIO()):
             server = stack.enter_context(postgres_server())
-        throwaway = "throwaway" in messages.getvalue()
-        note = " (but the throwaway cluster goes away now)" if throwaway else ""
-        db = new_database(stack, server, f"graphile_demo_{uuid.uuid4().hex[:8]}", keep, note)
-        use_database(server, db.dbname)  # the example DAGs use graphile_worker_default
-        kind = "a throwaway cluster" if throwaway else "the running server"
+        note = " (but the throwaway cluster goes away now)" if server.throwaway else ""
+        db = new_database(stack, server, unique_name("graphile_demo"), keep, note)
+        kind = "a throwaway cluster" if server.throwaway else "the running server"
         say(f"  PostgreSQL  {server.host}:{server.port} ({kind}), database {db.dbname}")
         say(
             f"  Graphile    Worker {VERSION}'s schema installed with its own CLI; workers run "
@@ -194,21 +150,13 @@ def demo(keep: bool, log_file: Path) -> bool:
         return True
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C so that everything started gets stopped."""
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo", description=INTRO)
     parser.add_argument(
         "--keep", action="store_true", help="keep the demo databases and print their DSNs"
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_cleanly_on_sigterm()
 
     started = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="graphile-demo-airflow-"))

@@ -53,11 +53,10 @@ def summarizer(names: Names, action: str) -> Any:
 
 
 def part_three(world: World, dag: Any) -> bool:
-    heading(f"3/3  {DAG_ID}: one admin action by hand, from the trigger form")
-    say(
-        "  The form's fields are the DAG's params: action (complete, permanently_fail, "
+    heading(
+        f"3/3  {DAG_ID}: one admin action by hand, from the trigger form",
+        "The form's fields are the DAG's params: action (complete, permanently_fail, "
         "reschedule, force_unlock, cleanup), job ids, ... and Dry run, on by default.",
-        indent=2,
     )
     seed = world.seed
     tomorrow = datetime.now(timezone.utc).date() + timedelta(days=1)

@@ -13,7 +13,6 @@ from typing import Any
 from demo.common import heading, say
 from demo.queue import Names, show_queue
 from demo.world import World
-from tests.support.graphile import wait_for
 
 DAG_ID = "graphile_worker_cleanup"
 TASK_IDS = ("cleanup",)
@@ -47,12 +46,11 @@ def summarizer(names: Names) -> Any:
 
 
 def part_two(world: World, dag: Any, dead_after: float) -> bool:
-    heading(f"2/3  {DAG_ID}: the daily cleanup")
-    say(
-        "  Deletes permanently failed jobs and queues no job uses. Deletes task identifiers no "
+    heading(
+        f"2/3  {DAG_ID}: the daily cleanup",
+        "Deletes permanently failed jobs and queues no job uses. Deletes task identifiers no "
         "job uses (GC_TASK_IDENTIFIERS) only when no worker is alive by heartbeat and no job "
         "is locked: running workers cache task ids.",
-        indent=2,
     )
     note = shorten_dead_after(dag, dead_after)
     ran = world.run(dag, {}, TASK_IDS, summarizer(world.names), note=note)
@@ -68,7 +66,7 @@ def finale(world: World, dag: Any) -> bool:
     heading(f"Finally: stop worker B, run {DAG_ID} again")
     b = world.fleet.b
     b.stop()
-    wait_for(
+    b.wait(
         lambda: world.fleet.b_id not in world.db.heartbeats(),
         timeout=10,
         what="worker B's heartbeat row to go",

@@ -1,42 +1,33 @@
-"""What every part of the demo shares: printing, the example DAGs, DAG runs with dag.test()."""
+"""What every part of the demo shares: its settings and how it prints."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
-import os
-import signal
-import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.support.postgres import PostgresServer
+from devkit import process
+from devkit.dag_runs import DagRunResult
+from devkit.versions import DEFAULT_SCHEMA, LATEST_VERSION
 
-VERSION = "0.18.0"
-SCHEMA = "graphile_worker"
+VERSION = LATEST_VERSION
+SCHEMA = DEFAULT_SCHEMA
 CONN_ID = "graphile_worker_default"
 WIDTH = 100
 LABEL = 20  # width of the label column of key/value lines
-EXAMPLE_DAGS_DIR = Path(__file__).resolve().parents[1] / "example_dags"
+
+# Print, wrapping lines longer than WIDTH under a hanging indent.
+say = partial(process.say, width=WIDTH)
 
 
-def say(text: str = "", indent: int = 0) -> None:
-    """Print, wrapping lines longer than WIDTH under a hanging indent."""
-    for line in text.splitlines() or [""]:
-        if len(line) > WIDTH:
-            line = textwrap.fill(
-                line, WIDTH, subsequent_indent=" " * indent, break_on_hyphens=False
-            )
-        print(line, flush=True)
-
-
-def heading(text: str) -> None:
+def heading(text: str, intro: str = "") -> None:
+    """A section's title, as a rule across the width, then what it is about."""
     say(f"── {text} ".ljust(WIDTH, "─"))
+    if intro:
+        say(f"  {intro}", indent=2)
 
 
 def item_lines(
@@ -62,114 +53,13 @@ def item_lines(
 
 
 def id_list(values: Iterable[Any]) -> str:
+    """``1, 2, 3``, or ``none``."""
     return ", ".join(str(value) for value in values) or "none"
 
 
 def plural(count: int, word: str) -> str:
+    """``1 job``, ``2 jobs``."""
     return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-@contextlib.contextmanager
-def output_to(log_file: Path) -> Iterator[None]:
-    """Send all that is written to stdout and stderr, by any library, to the log file."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    try:
-        with log_file.open("ab") as log:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
-
-
-def use_database(server: PostgresServer, dbname: str) -> None:
-    """Point the Airflow connection CONN_ID (AIRFLOW_CONN_...) at the demo database."""
-    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
-        {
-            "conn_type": "graphile_worker",
-            "host": server.host,
-            "port": server.port,
-            "login": server.user,
-            "password": server.password,
-            "schema": dbname,
-        }
-    )
-
-
-def load_example_dag(dag_id: str, log_file: Path) -> Any:
-    """Import an example DAG file by path, as the DAG processor does (output to the log)."""
-    path = EXAMPLE_DAGS_DIR / f"{dag_id}.py"
-    spec = importlib.util.spec_from_file_location(f"example_{dag_id}", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load the example DAG {path.name}")
-    module = importlib.util.module_from_spec(spec)
-    with output_to(log_file):
-        spec.loader.exec_module(module)
-    return module.dag
-
-
-# --- DAG runs --------------------------------------------------------------------------
-
-
-@dataclass
-class DagRunOutcome:
-    dag_id: str
-    state: str
-    task_states: dict[str, str]
-    xcom: dict[str, Any]
-    seconds: float
-
-    def succeeded(self, task_ids: Iterable[str]) -> bool:
-        """The run succeeded and so did each of ``task_ids`` (others may be skipped)."""
-        return self.state == "success" and all(
-            self.task_states.get(task_id) == "success" for task_id in task_ids
-        )
-
-
-def run_dag(dag: Any, conf: dict[str, Any], log_file: Path) -> DagRunOutcome:
-    """Run a DAG once with dag.test(), Airflow's output going to the log file.
-
-    Returns its state, task states and XComs. The DAG's file must be in a configured
-    DAG bundle.
-    """
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    # Airflow's task runner, which dag.test() runs in this process, sets its own SIGTERM
-    # handler and leaves it in place. Hold SIGTERM back during the run and put the demo's
-    # handler back after it: a SIGTERM received meanwhile then stops the demo at once.
-    handler = signal.getsignal(signal.SIGTERM)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    started = time.monotonic()
-    try:
-        with output_to(log_file):
-            dag_run = dag.test(run_conf=conf)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    seconds = time.monotonic() - started
-    with create_session() as session:
-        instances = dag_run.get_task_instances(session=session)
-        rows = (
-            session.query(XComModel)
-            .filter(XComModel.dag_id == dag.dag_id, XComModel.run_id == dag_run.run_id)
-            .filter(XComModel.key == "return_value")
-            .all()
-        )
-        return DagRunOutcome(
-            dag_id=dag.dag_id,
-            state=str(dag_run.state),
-            task_states={ti.task_id: str(ti.state) for ti in instances},
-            xcom={row.task_id: XComModel.deserialize_value(row) for row in rows},
-            seconds=seconds,
-        )
 
 
 def say_run(conf: dict[str, Any], note: str = "") -> None:
@@ -183,7 +73,7 @@ TASK_COLUMN = LABEL + 11  # where the text of a task line starts
 
 
 def say_tasks(
-    outcome: DagRunOutcome,
+    outcome: DagRunResult,
     task_ids: Iterable[str],
     summarize: Callable[[str, Any], str],
 ) -> None:
@@ -211,7 +101,7 @@ def task_log(log_file: Path, task_id: str) -> str | None:
     return "\n".join(lines[first : last + 1])
 
 
-def check_run(outcome: DagRunOutcome, task_ids: Iterable[str], log_file: Path) -> bool:
+def check_run(outcome: DagRunResult, task_ids: Iterable[str], log_file: Path) -> bool:
     """Say so if the run or an expected task did not succeed, with the failed tasks' logs.
 
     Without a failed task (e.g. a sensor that soft-failed, so skipped), the logs of the

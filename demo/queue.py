@@ -9,7 +9,8 @@ from typing import Any
 from psycopg import sql
 
 from demo.common import SCHEMA, WIDTH, id_list, item_lines, plural, say
-from tests.support.graphile import DEFAULT_HEARTBEAT_SCHEMA, DEFAULT_HEARTBEAT_TABLE, GraphileDB
+from devkit.graphile import GraphileDB
+from devkit.versions import DEFAULT_HEARTBEAT_SCHEMA, DEFAULT_HEARTBEAT_TABLE
 
 # Graphile Worker's functions ignore a lock older than this.
 STALE_LOCK = timedelta(hours=4)

@@ -12,7 +12,6 @@ from typing import Any
 from demo.common import heading, say
 from demo.queue import Names, show_queue
 from demo.world import World
-from tests.support.graphile import wait_for
 
 DAG_ID = "graphile_worker_unlock_crashed"
 TASK_IDS = ("find_stuck_locks", "check_heartbeats", "force_unlock_dead_workers", "report")
@@ -51,15 +50,15 @@ def summarizer(names: Names) -> Any:
         if task_id == "force_unlock_dead_workers":
             released = [
                 f"{names(worker)}'s {held(locks['job_ids'], locks['queue_names'])}"
-                for worker, locks in result["by_worker"].items()
+                for worker, locks in result["by_locker"].items()
             ]
             spared = [f"{names(s['locker_id'])} ({s['evidence']})" for s in result["spared"]]
             return f"heartbeats re-checked; released {'; '.join(released) or 'nothing'}" + (
                 f"; spared {', '.join(spared)}" if spared else ""
             )
         if task_id == "report":
-            unlocked = ", ".join(names(w) for w in result["unlocked_workers"]) or "none"
-            alone = ", ".join(names(w) for w in result["left_alone"]) or "none"
+            unlocked = ", ".join(names(w) for w in result["unlocked_locker_ids"]) or "none"
+            alone = ", ".join(names(w) for w in result["left_alone_locker_ids"]) or "none"
             return f"unlocked worker(s): {unlocked}; left alone: {alone}"
         return str(result)
 
@@ -77,18 +76,14 @@ def wait_for_rescue(world: World, rescued: list[int]) -> list[str]:
         finished = len(lines) == len(rescued) and not any(job in jobs for job in rescued)
         return lines if finished else []
 
-    try:
-        return wait_for(done, timeout=60, what="worker B to run the rescued jobs")
-    except TimeoutError as error:
-        raise RuntimeError(f"{error}; worker B's output:\n{b.log_text()}") from None
+    return b.wait(done, timeout=60, what="worker B to run the rescued jobs")
 
 
 def part_one(world: World, dag: Any) -> bool:
-    heading(f"1/3  {DAG_ID}: free the jobs of a crashed worker")
-    say(
-        "  Every minute: wait for locks held too long, ask the heartbeat table which of their "
+    heading(
+        f"1/3  {DAG_ID}: free the jobs of a crashed worker",
+        "Every minute: wait for locks held too long, ask the heartbeat table which of their "
         "holders are dead, force-unlock only those (re-checking each heartbeat first).",
-        indent=2,
     )
     defaults = {key: f"{dag.params.get_param(key).value:g}" for key in CONF}
     ran = world.run(

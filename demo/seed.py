@@ -17,13 +17,9 @@ from psycopg import sql
 
 from demo.common import SCHEMA, VERSION, say
 from demo.queue import Names
-from tests.support.graphile import (
-    DEFAULT_HEARTBEAT_SCHEMA,
-    DEFAULT_HEARTBEAT_TABLE,
-    GraphileDB,
-    WorkerProcess,
-    wait_for,
-)
+from devkit.graphile import GraphileDB, WorkerProcess
+from devkit.process import wait_for
+from devkit.versions import DEFAULT_HEARTBEAT_SCHEMA, DEFAULT_HEARTBEAT_TABLE
 
 BEAT_MS = 500  # heartbeat interval of the demo's workers (the plugin's default is 10 s)
 
@@ -61,12 +57,7 @@ def start_worker(db: GraphileDB, stack: contextlib.ExitStack, slots: int) -> Wor
 
 def locked_by(db: GraphileDB, job: int, worker: WorkerProcess) -> str:
     """Wait until a job is locked; return its locker (a pool id)."""
-    try:
-        return str(
-            wait_for(lambda: db.jobs()[job]["locked_by"], timeout=60, what=f"job {job} locked")
-        )
-    except TimeoutError as error:
-        raise RuntimeError(f"{error}; the worker's output:\n{worker.log_text()}") from None
+    return str(worker.wait(lambda: db.jobs()[job]["locked_by"], 60, f"job {job} locked"))
 
 
 def seed_and_start(db: GraphileDB, stack: contextlib.ExitStack, names: Names) -> tuple[Seed, Fleet]:
@@ -92,10 +83,7 @@ def seed_and_start(db: GraphileDB, stack: contextlib.ExitStack, names: Names) ->
             for job in (hook_gone, hook_missing, email)
         )
 
-    try:
-        wait_for(failed, timeout=60, what="worker A to fail jobs 1, 2 and 3")
-    except TimeoutError as error:
-        raise RuntimeError(f"{error}; the worker's output:\n{a.log_text()}") from None
+    a.wait(failed, timeout=60, what="worker A to fail jobs 1, 2 and 3")
 
     now = datetime.now(timezone.utc)
     seed = Seed(

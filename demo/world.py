@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from demo.common import DagRunOutcome, check_run, run_dag, say_run, say_tasks
+from demo.common import check_run, say_run, say_tasks
 from demo.queue import Names, Snapshot, snapshot
 from demo.seed import Fleet, Seed
-from tests.support.graphile import GraphileDB
+from devkit.dag_runs import DagRunResult, run_dag
+from devkit.graphile import GraphileDB
 
 
 @dataclass
@@ -31,14 +32,14 @@ class World:
         task_ids: Sequence[str],
         summarize: Callable[[str, Any], str],
         note: str = "",
-    ) -> tuple[DagRunOutcome, Snapshot] | None:
+    ) -> tuple[DagRunResult, Snapshot] | None:
         """Run the DAG, say what each task did; return the run and the queue before it.
 
         None if the run or one of ``task_ids`` did not succeed (their logs are printed).
         """
         say_run(conf, note)
         before = self.snapshot()
-        outcome = run_dag(dag, conf, self.log_file)
+        outcome = run_dag(dag, conf, log_file=self.log_file)
         say_tasks(outcome, task_ids, summarize)
         if not check_run(outcome, task_ids, self.log_file):
             return None

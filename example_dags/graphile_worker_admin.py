@@ -54,15 +54,16 @@ with DAG(
             description="For complete, permanently_fail and reschedule: the ids of the jobs, "
             "as a list such as [12, 15]. Jobs a worker is running right now are skipped.",
         ),
-        "worker_ids": Param(
+        "locker_ids": Param(
             [],
             type="array",
             items={"type": "string", "minLength": 1},
             uniqueItems=True,
-            title="Worker ids",
+            title="Locker ids",
             description="For force_unlock: one per line, the ids in the jobs' locked_by "
-            "column (pool-... since Graphile Worker 0.17). ONLY for workers that are dead: a "
-            "live worker's jobs would run twice.",
+            "column: the pool id (pool-...) since Graphile Worker 0.17, the worker id "
+            "(worker-...) on 0.16. ONLY for workers that are dead: a live worker's jobs "
+            "would run twice.",
         ),
         "reason": Param(
             None,
@@ -151,7 +152,7 @@ with DAG(
             **common,
         ),
         GraphileWorkerForceUnlockWorkersOperator(
-            task_id="force_unlock", worker_ids="{{ params.worker_ids }}", **common
+            task_id="force_unlock", locker_ids="{{ params.locker_ids }}", **common
         ),
         GraphileWorkerCleanupOperator(
             task_id="cleanup", tasks="{{ params.cleanup_tasks }}", **common

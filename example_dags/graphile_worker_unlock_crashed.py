@@ -65,16 +65,16 @@ with DAG(
         timeout=CHECK_EVERY.total_seconds() - 15,
         soft_fail=True,  # nothing stuck: the run is skipped, not failed
     )
-    dead = GraphileWorkerHeartbeatCheckOperator(
+    check = GraphileWorkerHeartbeatCheckOperator(
         task_id="check_heartbeats",
-        lockers=stuck.output,
+        lockers=stuck.output,  # the sensor's {"stuck_after_seconds", "lockers": [...]}
         heartbeat_source=heartbeats,
         dead_after="{{ params.dead_after_seconds }}",
     )
     unlocked = GraphileWorkerForceUnlockWorkersOperator(
         task_id="force_unlock_dead_workers",
         graphile_worker_conn_id=CONN_ID,
-        worker_ids=dead.output,
+        locker_ids=check.output["dead_locker_ids"],  # a list of locker ids
         heartbeat_source=heartbeats,
         dead_after="{{ params.dead_after_seconds }}",
         max_workers="{{ params.max_workers }}",
@@ -83,7 +83,7 @@ with DAG(
     @task
     def report(check: dict[str, Any], unlock: dict[str, Any]) -> dict[str, Any]:
         """One line per locker: what was found and what was done."""
-        released = unlock["by_worker"]
+        released = unlock["by_locker"]
         for item in check["dead"]:
             held = released.get(item["locker_id"], {"job_ids": [], "queue_names": []})
             print(
@@ -98,11 +98,11 @@ with DAG(
                 f"(jobs {item.get('job_ids')})"
             )
         return {
-            "unlocked_workers": unlock["requested"],
+            "unlocked_locker_ids": unlock["requested"],
             "unlocked_job_ids": unlock["unlocked_job_ids"],
             "unlocked_queue_names": unlock["unlocked_queue_names"],
-            "left_alone": [i["locker_id"] for i in check["alive"] + check["unknown"]],
+            "left_alone_locker_ids": [i["locker_id"] for i in check["alive"] + check["unknown"]],
         }
 
-    report(dead.output, unlocked.output)
+    report(check.output, unlocked.output)
     # [END unlock_crashed_tasks]

@@ -7,58 +7,42 @@ are forced, not defaults: the tests must never touch a developer's real Airflow 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-graphile-home-"))
-atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
-
-os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
-os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "example_dags")
-# dag.test() runs only DAGs found in a bundle: the example DAGs and the tests' own DAGs.
-os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
-    [
-        {
-            "name": name,
-            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-            "kwargs": {"path": str(REPO_ROOT / folder), "refresh_interval": 0},
-        }
-        for name, folder in (
-            ("provider_examples", "example_dags"),
-            ("provider_tests", "tests/dags"),
-        )
-    ]
-)
-os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}"
-
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
-
-from tests.support.graphile import (  # noqa: E402
-    DEFAULT_SCHEMA,
-    VERSIONS,
-    GraphileDB,
-    install_schema,
-)
-from tests.support.postgres import (  # noqa: E402
+from devkit import airflow_home
+from devkit.graphile import GraphileDB, install_schema
+from devkit.paths import EXAMPLE_DAGS_DIR, TEST_DAGS_DIR
+from devkit.postgres import (
     PostgresServer,
     create_database,
     drop_database,
-    log,
     postgres_server,
+    unique_name,
+)
+from devkit.process import log
+from devkit.versions import VERSIONS
+
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-graphile-home-"))
+atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
+# dag.test() runs only DAGs found in a bundle: the example DAGs and the tests' own DAGs.
+os.environ.update(
+    airflow_home.airflow_env(
+        AIRFLOW_HOME,
+        dags_folder=EXAMPLE_DAGS_DIR,
+        bundles={
+            airflow_home.EXAMPLES_BUNDLE: EXAMPLE_DAGS_DIR,
+            airflow_home.TESTS_BUNDLE: TEST_DAGS_DIR,
+        },
+    )
 )
 
 
@@ -95,54 +79,18 @@ def gw_db(
     pg_server: PostgresServer, gw_version: str, gw_template: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[GraphileDB]:
     """A fresh database with the worker schema, and an Airflow connection to it."""
-    dbname = f"agt_{uuid.uuid4().hex[:12]}"
-    create_database(pg_server, dbname, template=gw_template)
-    try:
-        dsn = pg_server.dsn(dbname)
-        query = sql.SQL("select max(id) from {}.migrations").format(sql.Identifier(DEFAULT_SCHEMA))
-        with psycopg.connect(dsn) as conn:
-            row = conn.execute(query).fetchone()
-        assert row is not None
-        conn_id = f"gw_test_{uuid.uuid4().hex[:8]}"
-        connection = {
-            "conn_type": "graphile_worker",
-            "host": pg_server.host,
-            "port": pg_server.port,
-            "login": pg_server.user,
-            "password": pg_server.password,
-            "schema": dbname,
-        }
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-        db = GraphileDB(
-            dsn=dsn,
-            version=gw_version,
-            dbname=dbname,
-            schema=DEFAULT_SCHEMA,
-            revision=int(row[0]),
-            conn_id=conn_id,
-        )
-        try:
-            yield db
-        finally:
-            db.close_connections()
-    finally:
-        drop_database(pg_server, dbname)
+    dbname, conn_id = unique_name("agt", 12), unique_name("gw_test")
+    with GraphileDB.create(pg_server, dbname, gw_version, conn_id, template=gw_template) as db:
+        connection = {conn_id: pg_server.airflow_connection(dbname)}
+        for name, value in airflow_home.connection_env(connection).items():
+            monkeypatch.setenv(name, value)
+        yield db
 
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Iterator[None]:
     """Migrate the Airflow metadata database (SQLite in the temp AIRFLOW_HOME) once."""
-    airflow = Path(sys.executable).parent / "airflow"
-    command = str(airflow) if airflow.exists() else shutil.which("airflow")
-    if command is None:
-        raise RuntimeError("the `airflow` command is not installed next to this Python")
-    started = time.monotonic()
-    result = subprocess.run([command, "db", "migrate"], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"`airflow db migrate` failed ({result.returncode}):\n{result.stdout}{result.stderr}"
-        )
-    log(f"airflow db migrate took {time.monotonic() - started:.2f} s")
+    log(f"airflow db migrate took {airflow_home.migrate():.2f} s")
     yield
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.graphile import GraphileDB, WorkerProcess, wait_for
-
-EXPECTED_REVISIONS = {"0.16.6": 18, "0.17.3": 19, "0.18.0": 20}
+from devkit.graphile import GraphileDB, WorkerProcess
+from devkit.process import wait_for
+from devkit.versions import REVISIONS
 
 
 def test_gw_db_has_the_version_schema_and_a_connection(gw_db: GraphileDB, airflow_db: None) -> None:
     from airflow.sdk import BaseHook
 
-    assert gw_db.revision == EXPECTED_REVISIONS[gw_db.version]
+    assert gw_db.revision == REVISIONS[gw_db.version]
     assert gw_db.jobs() == {}
     connection = BaseHook.get_connection(gw_db.conn_id)
     assert connection.conn_type == "graphile_worker"

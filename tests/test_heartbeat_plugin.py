@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.support.graphile import GraphileDB, WorkerProcess, wait_for
+from devkit.graphile import GraphileDB, WorkerProcess
+from devkit.process import wait_for
 
 pytestmark = pytest.mark.worker
 

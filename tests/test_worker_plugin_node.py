@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import PostgresServer
+from devkit.postgres import PostgresServer
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1] / "worker-plugin"
 

@@ -3,8 +3,8 @@
 Open-source Graphile Worker has no liveness of its own. Workers write heartbeats
 somewhere (see the ``airflow-graphile-heartbeat`` worker plugin in this repository);
 a :class:`HeartbeatCheck` reads them from a source and sorts locker ids into dead,
-alive and unknown. A source that fails makes the whole check fail: nothing is
-declared dead on a guess.
+alive and unknown. A source that fails makes the whole check fail with a retryable
+:class:`HeartbeatSourceError`: nothing is declared dead on a guess.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from airflow_graphile.heartbeats.check import (
     Heartbeat,
     HeartbeatCheck,
     HeartbeatSource,
+    HeartbeatSourceError,
     HeartbeatVerdict,
 )
 from airflow_graphile.heartbeats.sources import (
@@ -28,6 +29,7 @@ __all__ = [
     "Heartbeat",
     "HeartbeatCheck",
     "HeartbeatSource",
+    "HeartbeatSourceError",
     "HeartbeatVerdict",
     "HttpHeartbeatSource",
     "PostgresHeartbeatSource",

@@ -6,16 +6,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from airflow_graphile.exceptions import GraphileWorkerError, GraphileWorkerInputError
+from airflow_graphile.exceptions import (
+    GraphileWorkerFatalError,
+    GraphileWorkerInputError,
+    GraphileWorkerTransientError,
+)
 from airflow_graphile.reports import short_list
-from airflow_graphile.validation import parse_bool, parse_duration
 
 # The worker plugin beats every 10 s; six missed beats make a locker dead.
 DEFAULT_DEAD_AFTER = timedelta(seconds=60)
 
 
-class HeartbeatSourceError(GraphileWorkerError):
-    """A heartbeat source could not be read: no locker may be declared dead."""
+class HeartbeatSourceError(GraphileWorkerTransientError):
+    """A heartbeat source could not be read: no locker may be declared dead.
+
+    Retryable: a 503, an unreachable endpoint, a dropped database connection or a
+    heartbeat table no worker has created yet may pass. A source that is misconfigured
+    in a way a retry cannot fix raises :class:`GraphileWorkerInputError` instead.
+    """
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,12 @@ class HeartbeatSource(Protocol):
 
 @dataclass
 class HeartbeatVerdict:
-    """Lockers sorted by a heartbeat check, each with its evidence."""
+    """Lockers sorted by a heartbeat check, each with its evidence.
+
+    Each item of ``dead``, ``alive`` and ``unknown`` is ``{"locker_id", "last_beat_at"
+    (ISO time or None), "age_seconds" (or None), "evidence"}``, plus ``details`` (the
+    source's other fields) when the source has any.
+    """
 
     dead: list[dict[str, Any]]
     alive: list[dict[str, Any]]
@@ -58,12 +71,12 @@ class HeartbeatVerdict:
     dead_after_seconds: float
 
     @property
-    def dead_ids(self) -> list[str]:
+    def dead_locker_ids(self) -> list[str]:
         return [item["locker_id"] for item in self.dead]
 
     def to_xcom(self) -> dict[str, Any]:
         return {
-            "dead_ids": self.dead_ids,
+            "dead_locker_ids": self.dead_locker_ids,
             "dead": self.dead,
             "alive": self.alive,
             "unknown": self.unknown,
@@ -94,35 +107,64 @@ class HeartbeatVerdict:
 class HeartbeatCheck:
     """Decide which lockers are dead from their heartbeats.
 
+    Takes typed values: parse user input (templates, forms) where it enters, e.g. with
+    :func:`airflow_graphile.validation.parse_duration` in an operator's ``execute``.
+
     :param source: Where heartbeats are read (:class:`PostgresHeartbeatSource`,
         :class:`HttpHeartbeatSource`, :class:`CallableHeartbeatSource`, or your own).
-    :param dead_after: A locker whose last heartbeat is older than this is dead: a
-        timedelta or seconds. Default 60 s. Keep it several heartbeat intervals long.
+    :param dead_after: A locker whose last heartbeat is older than this is dead; more
+        than 0. Default 60 s. Keep it several heartbeat intervals long.
     :param missing_is_dead: A locker with no heartbeat at all is "unknown" and never
         unlocked, unless this is true. Turn it on only if every worker writes heartbeats.
+
+    A source that fails raises :class:`HeartbeatSourceError` (retryable), and nothing is
+    declared dead; a source error that a retry cannot fix (a
+    :class:`GraphileWorkerFatalError`, such as a column the table lacks) is raised as is.
     """
 
     def __init__(
         self,
         source: HeartbeatSource,
-        dead_after: timedelta | float | str = DEFAULT_DEAD_AFTER,
-        missing_is_dead: bool | str = False,
+        dead_after: timedelta = DEFAULT_DEAD_AFTER,
+        missing_is_dead: bool = False,
     ) -> None:
+        if not isinstance(dead_after, timedelta):
+            raise TypeError(
+                f"dead_after: expected a timedelta, got {type(dead_after).__name__} "
+                f"{dead_after!r}; parse input with parse_duration first"
+            )
+        if not isinstance(missing_is_dead, bool):
+            # A rendered template "False" is truthy: it would unlock every silent worker.
+            raise TypeError(
+                f"missing_is_dead: expected a bool, got {type(missing_is_dead).__name__} "
+                f"{missing_is_dead!r}; parse input with parse_bool first"
+            )
+        if dead_after <= timedelta(0):
+            raise GraphileWorkerInputError(
+                f"dead_after: {dead_after.total_seconds():g} s must be more than 0"
+            )
         self.source = source
-        self.dead_after = parse_duration(dead_after, "dead_after")
-        if self.dead_after <= timedelta(0):
-            raise GraphileWorkerInputError(f"dead_after: {dead_after!r} must be more than 0")
-        self.missing_is_dead = parse_bool(missing_is_dead, "missing_is_dead")
+        self.dead_after = dead_after
+        self.missing_is_dead = missing_is_dead
 
-    def live_lockers(self) -> list[dict[str, Any]]:
-        """Every locker the source knows whose heartbeat is not older than ``dead_after``."""
+    def _read(self, locker_ids: list[str] | None, consequence: str) -> dict[str, Heartbeat]:
         try:
-            beats = self.source.heartbeats(None)
+            return self.source.heartbeats(locker_ids)
+        except GraphileWorkerFatalError:
+            raise
         except Exception as error:
             raise HeartbeatSourceError(
                 f"Could not read heartbeats from {self.source.describe()}: "
-                f"{type(error).__name__}: {error}"
+                f"{type(error).__name__}: {error}.{consequence}"
             ) from error
+
+    def live_lockers(self) -> list[dict[str, Any]]:
+        """Every locker the source knows whose heartbeat is not older than ``dead_after``.
+
+        Returns ``[{"locker_id", "age_seconds"}]``; raises :class:`HeartbeatSourceError`
+        if the source fails.
+        """
+        beats = self._read(None, "")
         limit = self.dead_after.total_seconds()
         return [
             {"locker_id": beat.locker_id, "age_seconds": round(beat.age_seconds, 3)}
@@ -136,13 +178,7 @@ class HeartbeatCheck:
         verdict = HeartbeatVerdict([], [], [], self.source.describe(), limit)
         if not locker_ids:
             return verdict
-        try:
-            beats = self.source.heartbeats(list(locker_ids))
-        except Exception as error:
-            raise HeartbeatSourceError(
-                f"Could not read heartbeats from {self.source.describe()}: "
-                f"{type(error).__name__}: {error}. Nothing is treated as dead."
-            ) from error
+        beats = self._read(list(locker_ids), " Nothing is treated as dead.")
         for locker_id in locker_ids:
             beat = beats.get(locker_id)
             if beat is None:

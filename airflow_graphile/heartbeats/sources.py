@@ -6,8 +6,14 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.heartbeats.check import Heartbeat
 from airflow_graphile.validation import validate_schema_name
+
+# How long one HTTP heartbeat request may take; a heartbeat service answers in milliseconds.
+DEFAULT_HTTP_TIMEOUT_SECONDS = 10.0
+# The arguments of PostgresHeartbeatSource that name a table, its schema or a column.
+SQL_NAMES = ("schema", "table", "id_column", "time_column")
 
 
 class PostgresHeartbeatSource:
@@ -22,7 +28,12 @@ class PostgresHeartbeatSource:
     :param id_column: Column holding the locker id (as in ``locked_by``).
     :param time_column: ``timestamptz`` column holding the last heartbeat.
 
-    All five are templated when the source is given to an operator.
+    All five are templated when the source is given to an operator. A name that
+    PostgreSQL cannot address (empty, over 63 bytes) is refused when the source is
+    built, or, for a template, when it is read; a table without ``id_column`` or a
+    ``timestamptz`` ``time_column`` fails the task without retry
+    (:class:`GraphileWorkerInputError`). A missing table is retryable: the worker
+    plugin creates it when the first worker starts.
     """
 
     template_fields = ("conn_id", "table", "schema", "id_column", "time_column")
@@ -36,10 +47,14 @@ class PostgresHeartbeatSource:
         time_column: str = "last_beat_at",
     ) -> None:
         self.conn_id = conn_id
-        self.table = validate_schema_name(table)
-        self.schema = validate_schema_name(schema)
-        self.id_column = validate_schema_name(id_column)
-        self.time_column = validate_schema_name(time_column)
+        self.table = table
+        self.schema = schema
+        self.id_column = id_column
+        self.time_column = time_column
+        for name in SQL_NAMES:
+            value = getattr(self, name)
+            if not (isinstance(value, str) and "{{" in value):  # a template: checked once read
+                validate_schema_name(value, name)
 
     def describe(self) -> str:
         return f"table {self.schema}.{self.table} via {self.conn_id}"
@@ -47,12 +62,9 @@ class PostgresHeartbeatSource:
     def heartbeats(self, locker_ids: list[str] | None) -> dict[str, Heartbeat]:
         from airflow_graphile.hooks.heartbeats import HeartbeatTableHook
 
+        names = {name: validate_schema_name(getattr(self, name), name) for name in SQL_NAMES}
         rows = HeartbeatTableHook(postgres_conn_id=self.conn_id).read_heartbeats(
-            locker_ids,
-            schema=validate_schema_name(self.schema),
-            table=validate_schema_name(self.table),
-            id_column=validate_schema_name(self.id_column),
-            time_column=validate_schema_name(self.time_column),
+            locker_ids, **names
         )
         return {
             row["locker_id"]: Heartbeat(
@@ -89,15 +101,31 @@ class HttpHeartbeatSource:
 
     :param http_conn_id: Airflow HTTP connection (base URL, auth headers).
     :param endpoint: Path of the heartbeat endpoint.
+    :param timeout_seconds: How long one request may take (connect and read), in
+        seconds; it overrides the connection's ``timeout`` extra. Default 10 s.
 
-    Both are templated when the source is given to an operator.
+    ``http_conn_id`` and ``endpoint`` are templated when the source is given to an
+    operator. An error status (a 503), a timeout or an unreachable endpoint fails the
+    check with a retryable error.
     """
 
     template_fields = ("http_conn_id", "endpoint")
 
-    def __init__(self, http_conn_id: str = "http_default", endpoint: str = "heartbeats") -> None:
+    def __init__(
+        self,
+        http_conn_id: str = "http_default",
+        endpoint: str = "heartbeats",
+        timeout_seconds: float = DEFAULT_HTTP_TIMEOUT_SECONDS,
+    ) -> None:
+        if isinstance(timeout_seconds, bool) or not (
+            isinstance(timeout_seconds, (int, float)) and timeout_seconds > 0
+        ):
+            raise GraphileWorkerInputError(
+                f"timeout_seconds: {timeout_seconds!r} is not a number of seconds above 0"
+            )
         self.http_conn_id = http_conn_id
         self.endpoint = endpoint
+        self.timeout_seconds = timeout_seconds
 
     def describe(self) -> str:
         return f"HTTP {self.http_conn_id}/{self.endpoint}"
@@ -113,7 +141,7 @@ class HttpHeartbeatSource:
 
         query = None if locker_ids is None else {"locker_ids": ",".join(locker_ids)}
         response = HttpHook(method="GET", http_conn_id=self.http_conn_id).run(
-            self.endpoint, data=query
+            self.endpoint, data=query, extra_options={"timeout": self.timeout_seconds}
         )
         body = response.json()
         now = datetime.now(timezone.utc)

@@ -16,13 +16,7 @@ from airflow_graphile.heartbeats.check import (
 )
 from airflow_graphile.operators.base import GraphileWorkerBaseOperator
 from airflow_graphile.reports import CleanupReport, short_list
-from airflow_graphile.validation import (
-    parse_batch_size,
-    parse_bool,
-    parse_cleanup_tasks,
-    parse_duration,
-    parse_identifiers,
-)
+from airflow_graphile.validation import parse_cleanup_tasks, parse_duration, parse_identifiers
 
 if TYPE_CHECKING:
     from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
@@ -74,11 +68,11 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
         *,
         tasks: Any,
         task_identifiers_to_keep: Any = (),
-        allow_untested_schema: bool = False,
+        allow_untested_schema: bool | str = False,
         heartbeat_source: HeartbeatSource | None = None,
         dead_after: timedelta | float | str = DEFAULT_DEAD_AFTER,
         permafailed_older_than: timedelta | float | str | None = None,
-        batch_size: int = 10_000,
+        batch_size: int | str = 10_000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,15 +85,10 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
         self.batch_size = batch_size
 
     def execute(self, context: Context) -> dict[str, Any]:
+        # Parsed here because this operator decides on them; the hook checks the rest.
         tasks = parse_cleanup_tasks(self.tasks)
         keep = parse_identifiers(self.task_identifiers_to_keep, "task_identifiers_to_keep")
         dry_run = self.is_dry_run()
-        allow_untested = parse_bool(self.allow_untested_schema, "allow_untested_schema")
-        older_than = (
-            None
-            if self.permafailed_older_than in (None, "")
-            else parse_duration(self.permafailed_older_than, "permafailed_older_than")
-        )
         hook = self.get_hook()
         skipped: dict[str, str] = {}
         if GC_TASK_IDENTIFIERS in tasks and not keep:
@@ -114,9 +103,9 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
                 tasks,
                 task_identifiers_to_keep=keep,
                 dry_run=dry_run,
-                allow_untested_schema=allow_untested,
-                permafailed_older_than=older_than,
-                batch_size=parse_batch_size(self.batch_size),
+                allow_untested_schema=self.allow_untested_schema,
+                permafailed_older_than=self.permafailed_older_than,
+                batch_size=self.batch_size,
             )
         self.log.info("%s", report.summary())
         return {**report.to_xcom(), "skipped_steps": skipped}
@@ -130,7 +119,7 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
                 GC_TASK_IDENTIFIERS,
             )
             return None
-        check = HeartbeatCheck(self.heartbeat_source, self.dead_after)
+        check = HeartbeatCheck(self.heartbeat_source, parse_duration(self.dead_after, "dead_after"))
         try:
             live = check.live_lockers()
         except HeartbeatSourceError as error:

@@ -8,45 +8,67 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from airflow_graphile.exceptions import GraphileWorkerError
+from airflow_graphile.exceptions import GraphileWorkerFatalError, GraphileWorkerInputError
 from airflow_graphile.heartbeats.check import DEFAULT_DEAD_AFTER, HeartbeatCheck, HeartbeatSource
 from airflow_graphile.operators.base import GraphileWorkerBaseOperator
 from airflow_graphile.reports import short_list
-from airflow_graphile.validation import parse_max_workers, parse_unlock_targets
+from airflow_graphile.validation import (
+    parse_bool,
+    parse_duration,
+    parse_locker_ids,
+    parse_max_workers,
+)
+
+
+def read_locker_ids(value: Any) -> list[str]:
+    """Return the ``locker_ids`` argument as a list of ids; refuse another task's result."""
+    if isinstance(value, dict) or (isinstance(value, str) and value.strip().startswith("{")):
+        raise GraphileWorkerInputError(
+            f"locker_ids: expected a list of locker ids, got {str(value)[:200]!r}; to unlock "
+            'what a heartbeat check found dead, pass check.output["dead_locker_ids"]'
+        )
+    return parse_locker_ids(value, "locker_ids")
 
 
 class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
-    """Release every lock held by the given worker ids, through ``force_unlock_workers``.
+    """Release every lock held by the given locker ids, through ``force_unlock_workers``.
 
     DANGER: only for workers that are dead. A live worker whose jobs are unlocked keeps
     running them while another worker picks them up and runs them again. Graphile
     Worker itself only frees a crashed worker's locks after 4 hours.
 
-    Since Graphile Worker 0.17, locks are recorded under the worker *pool* id
-    (``pool-...``), not the ``worker-...`` id its logs print; pass the ids as they
-    appear in the ``locked_by`` column.
+    A locker id is what the ``locked_by`` column holds: the worker id on Graphile
+    Worker 0.16; since 0.17 the worker *pool* id (``pool-...``), not the ``worker-...``
+    id its logs print.
 
     With a ``heartbeat_source`` it re-checks, right before unlocking, that each id is
     still dead, and spares every id whose heartbeat is fresh or missing (unless
-    ``missing_is_dead``). If the source fails, nothing is unlocked and the task fails.
+    ``missing_is_dead``). If the source fails, nothing is unlocked and the task fails
+    with a retryable error.
 
-    :param worker_ids: Worker or pool ids: a list, an XCom result, a string holding a
-        JSON list, or one id; or the heartbeat check operator's result, whose
-        ``dead_ids`` are used (templated). An empty list is a logged no-op.
+    :param locker_ids: The locker ids to unlock (templated): a list, a string holding a
+        JSON or Python list (as Jinja renders one), or one id. From a heartbeat check:
+        ``locker_ids=check.output["dead_locker_ids"]``. An empty list is a logged no-op.
+        (Renamed from ``worker_ids``, which also took the heartbeat check's whole
+        result; pass its ``dead_locker_ids`` key instead.)
     :param heartbeat_source: Re-check liveness with this source before unlocking.
-    :param dead_after: Heartbeat age after which a locker is dead (templated); default 60 s.
+    :param dead_after: Heartbeat age after which a locker is dead (timedelta or seconds;
+        templated); default 60 s.
     :param missing_is_dead: Treat ids with no heartbeat as dead (templated).
-    :param max_workers: Refuse, unlocking nothing, when more ids than this are to be
-        unlocked in one run: many "dead" workers at once more likely means the heartbeats
-        stopped than that the workers died (templated). Default: no cap.
+    :param max_workers: Refuse, unlocking nothing and without retry, when more lockers
+        than this are to be unlocked in one run: many "dead" workers at once more likely
+        means the heartbeats stopped than that the workers died (templated). Default: no
+        cap.
 
     Returns (XCom) ``{"function", "dry_run", "requested", "unlocked_job_ids",
-    "unlocked_queue_names", "by_worker", "held_nothing", "spared"}``.
+    "unlocked_queue_names", "by_locker", "held_nothing", "spared"}``; ``spared`` items
+    are the heartbeat re-check's (``{"locker_id", "last_beat_at", "age_seconds",
+    "evidence"}``).
     """
 
     template_fields: Sequence[str] = (
         *GraphileWorkerBaseOperator.template_fields,
-        "worker_ids",
+        "locker_ids",
         "heartbeat_source",
         "dead_after",
         "missing_is_dead",
@@ -56,7 +78,7 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
     def __init__(
         self,
         *,
-        worker_ids: Any,
+        locker_ids: Any,
         heartbeat_source: HeartbeatSource | None = None,
         dead_after: timedelta | float | str = DEFAULT_DEAD_AFTER,
         missing_is_dead: bool | str = False,
@@ -64,33 +86,39 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.worker_ids = worker_ids
+        self.locker_ids = locker_ids
         self.heartbeat_source = heartbeat_source
         self.dead_after = dead_after
         self.missing_is_dead = missing_is_dead
         self.max_workers = max_workers
 
     def execute(self, context: Context) -> dict[str, Any]:
-        worker_ids = parse_unlock_targets(self.worker_ids)
+        locker_ids = read_locker_ids(self.locker_ids)
         max_workers = parse_max_workers(self.max_workers)
         dry_run = self.is_dry_run()
+        check = None
+        if self.heartbeat_source is not None:
+            check = HeartbeatCheck(
+                self.heartbeat_source,
+                parse_duration(self.dead_after, "dead_after"),
+                parse_bool(self.missing_is_dead, "missing_is_dead"),
+            )
         spared: list[dict[str, Any]] = []
-        if worker_ids and self.heartbeat_source is not None:
-            check = HeartbeatCheck(self.heartbeat_source, self.dead_after, self.missing_is_dead)
-            verdict = check.evaluate(worker_ids)
+        if locker_ids and check is not None:
+            verdict = check.evaluate(locker_ids)
             self.log.info("Re-check before unlocking: %s", verdict.summary())
             spared = [*verdict.alive, *verdict.unknown]
-            worker_ids = verdict.dead_ids
-        if max_workers is not None and len(worker_ids) > max_workers:
-            raise GraphileWorkerError(
-                f"Refusing to unlock {len(worker_ids)} workers in one run (max_workers="
-                f"{max_workers}): {short_list(worker_ids)}. So many at once more likely means "
+            locker_ids = verdict.dead_locker_ids
+        if max_workers is not None and len(locker_ids) > max_workers:
+            raise GraphileWorkerFatalError(
+                f"Refusing to unlock {len(locker_ids)} lockers in one run (max_workers="
+                f"{max_workers}): {short_list(locker_ids)}. So many at once more likely means "
                 "heartbeats stopped being written than that the workers died; check them, "
-                "then unlock by hand or raise max_workers."
+                "then unlock by hand or raise max_workers. Nothing was unlocked."
             )
-        if not worker_ids:
-            self.log.info("force_unlock_workers: no worker id to unlock, nothing to do")
-        report = self.get_hook().force_unlock_workers(worker_ids, dry_run=dry_run)
+        if not locker_ids:
+            self.log.info("force_unlock_workers: no locker id to unlock, nothing to do")
+        report = self.get_hook().force_unlock_workers(locker_ids, dry_run=dry_run)
         self.log.info("%s", report.summary())
         if spared:
             self.log.info(

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
-from airflow_graphile.filters import DEFAULT_BATCH_SIZE, parse_job_filter
+from airflow_graphile.filters import DEFAULT_BATCH_SIZE
 from airflow_graphile.operators.base import GraphileWorkerBaseOperator
-from airflow_graphile.validation import parse_batch_size, parse_bool, parse_job_ids
 
 
 class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
@@ -16,7 +15,8 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
 
     :param job_ids: Job ids: a list, an XCom result, or a string holding a JSON list
         (templated). An empty list is a logged no-op.
-    :param job_filter: Instead of ids, the jobs to select: a dict (templated) with any of
+    :param job_filter: Instead of ids, the jobs to select: a dict, or a string holding a
+        JSON object (templated), with any of
         ``task_identifiers``, ``queue_names``, ``states`` (ready, scheduled, retrying,
         failed, locked), ``created_before``/``created_after``,
         ``run_at_before``/``run_at_after`` (ISO 8601 with a time zone), ``min_attempts``,
@@ -55,33 +55,34 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         self.batch_size = batch_size
 
     def run_job_function(self, function: str, **arguments: Any) -> dict[str, Any]:
-        """Check the input, call the hook once, log the summary, return the XCom."""
+        """Call the hook once, log the summary, return the XCom.
+
+        The hook checks every value (once); this only chooses ids or filter.
+        """
         by_filter = self.job_filter is not None and self.job_filter != ""
         if by_filter == (self.job_ids is not None):
             raise GraphileWorkerInputError(
                 f"{function}: give either job_ids or job_filter (got "
                 f"{'both' if by_filter else 'neither'})"
             )
-        dry_run = self.is_dry_run()
+        hook = self.get_hook()
         if by_filter:
-            job_filter = parse_job_filter(self.job_filter, allow_all=self.allow_all)
-            bulk = self.get_hook().run_job_function_on_filter(
+            bulk = hook.run_job_function_on_filter(
                 function,
-                job_filter,
-                allow_all=parse_bool(self.allow_all, "allow_all"),
-                batch_size=parse_batch_size(self.batch_size),
-                dry_run=dry_run,
+                self.job_filter,
+                allow_all=self.allow_all,
+                batch_size=self.batch_size,
+                dry_run=self.is_dry_run(),
                 **arguments,
             )
-            if not dry_run and bulk.matched_at_start == 0:
-                self.log.info(
-                    "%s: no job matches %s; nothing to do", function, job_filter.describe()
-                )
+            if not bulk.dry_run and bulk.matched_at_start == 0:
+                self.log.info("%s: no job matches %s; nothing to do", function, bulk.job_filter)
             self.log.info("%s", bulk.summary())
             return bulk.to_xcom()
-        ids = parse_job_ids(self.job_ids)
-        if not ids:
+        report = hook.run_job_function(
+            function, self.job_ids, dry_run=self.is_dry_run(), **arguments
+        )
+        if not report.requested:
             self.log.info("%s: job_ids is empty, nothing to do", function)
-        report = self.get_hook().run_job_function(function, ids, dry_run=dry_run, **arguments)
         self.log.info("%s", report.summary())
         return report.to_xcom()

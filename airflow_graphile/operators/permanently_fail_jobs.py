@@ -8,7 +8,6 @@ from typing import Any
 from airflow.sdk import Context
 
 from airflow_graphile.operators.jobs import GraphileWorkerJobsOperator
-from airflow_graphile.validation import parse_reason
 
 
 class GraphileWorkerPermanentlyFailJobsOperator(GraphileWorkerJobsOperator):
@@ -36,5 +35,4 @@ class GraphileWorkerPermanentlyFailJobsOperator(GraphileWorkerJobsOperator):
         self.reason = reason
 
     def execute(self, context: Context) -> dict[str, Any]:
-        reason = parse_reason(self.reason)
-        return self.run_job_function("permanently_fail_jobs", reason=reason)
+        return self.run_job_function("permanently_fail_jobs", reason=self.reason)

@@ -7,9 +7,10 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from airflow_graphile.exceptions import GraphileWorkerError, GraphileWorkerInputError
+from airflow_graphile.exceptions import GraphileWorkerFatalError, GraphileWorkerInputError
 from airflow_graphile.filters import STATES
 from airflow_graphile.operators.base import GraphileWorkerBaseOperator
+from airflow_graphile.validation import parse_mapping
 
 # What a threshold can watch: the jobs in a state, or an age in seconds.
 THRESHOLD_KEYS: tuple[str, ...] = (
@@ -21,16 +22,18 @@ THRESHOLD_KEYS: tuple[str, ...] = (
 _SHOWN = 10
 
 
-class GraphileWorkerThresholdError(GraphileWorkerError):
+class GraphileWorkerThresholdError(GraphileWorkerFatalError):
     """A queue statistic is beyond the threshold the DAG set for it."""
 
 
 def parse_thresholds(value: Any) -> dict[str, float]:
-    """Check ``{statistic: maximum}``; names come from :data:`THRESHOLD_KEYS`."""
+    """Check ``{statistic: maximum}`` (a dict or a JSON object in a string).
+
+    Names come from :data:`THRESHOLD_KEYS`.
+    """
     if value in (None, "", {}):
         return {}
-    if not isinstance(value, dict):
-        raise GraphileWorkerInputError(f"thresholds: expected a dict, got {value!r}")
+    value = parse_mapping(value, "thresholds")
     unknown = sorted(set(value) - set(THRESHOLD_KEYS))
     if unknown:
         raise GraphileWorkerInputError(

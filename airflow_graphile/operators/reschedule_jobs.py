@@ -8,9 +8,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.operators.jobs import GraphileWorkerJobsOperator
-from airflow_graphile.validation import parse_run_at, parse_smallint
 
 
 class GraphileWorkerRescheduleJobsOperator(GraphileWorkerJobsOperator):
@@ -58,15 +56,10 @@ class GraphileWorkerRescheduleJobsOperator(GraphileWorkerJobsOperator):
         self.max_attempts = max_attempts
 
     def execute(self, context: Context) -> dict[str, Any]:
-        changes = {
-            "run_at": parse_run_at(self.run_at),
-            "priority": parse_smallint(self.priority, "priority"),
-            "attempts": parse_smallint(self.attempts, "attempts", minimum=0),
-            "max_attempts": parse_smallint(self.max_attempts, "max_attempts", minimum=1),
-        }
-        if all(value is None for value in changes.values()):
-            raise GraphileWorkerInputError(
-                "reschedule_jobs: nothing to change; give run_at, priority, attempts or "
-                "max_attempts"
-            )
-        return self.run_job_function("reschedule_jobs", **changes)
+        return self.run_job_function(
+            "reschedule_jobs",
+            run_at=self.run_at,
+            priority=self.priority,
+            attempts=self.attempts,
+            max_attempts=self.max_attempts,
+        )

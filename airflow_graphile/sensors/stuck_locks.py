@@ -7,15 +7,16 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException
 
+from airflow_graphile.exceptions import GraphileWorkerTransientError
 from airflow_graphile.reports import short_list
-from airflow_graphile.validation import parse_duration, parse_identifiers, validate_schema_name
+from airflow_graphile.validation import parse_duration, parse_identifiers
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+    from airflow_graphile.hooks.stuck_locks import StuckLockQuery
 
 
 class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
@@ -62,22 +63,36 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(stuck_after, str):  # a template is checked once rendered
-            parse_duration(stuck_after, "stuck_after")
         self.stuck_after = stuck_after
         self.task_identifiers = task_identifiers
         self.queue_names = queue_names
         self.graphile_worker_conn_id = graphile_worker_conn_id
         self.worker_schema = worker_schema
         self.deferrable = deferrable
+        self._checked: StuckLockQuery | None = None
+        self._hook: GraphileWorkerHook | None = None
 
-    def _hook(self) -> GraphileWorkerHook:
-        from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+    def _query(self) -> StuckLockQuery:
+        """The rendered arguments, checked once per task run and handed on typed."""
+        if self._checked is None:
+            from airflow_graphile.hooks.stuck_locks import StuckLockQuery
 
-        schema = validate_schema_name(self.worker_schema) if self.worker_schema else None
-        return GraphileWorkerHook(
-            graphile_worker_conn_id=self.graphile_worker_conn_id, worker_schema=schema
-        )
+            self._checked = StuckLockQuery(
+                parse_duration(self.stuck_after, "stuck_after"),
+                parse_identifiers(self.task_identifiers, "task_identifiers") or None,
+                parse_identifiers(self.queue_names, "queue_names") or None,
+            )
+        return self._checked
+
+    def _get_hook(self) -> GraphileWorkerHook:
+        if self._hook is None:
+            from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+
+            self._hook = GraphileWorkerHook(
+                graphile_worker_conn_id=self.graphile_worker_conn_id,
+                worker_schema=self.worker_schema or None,
+            )
+        return self._hook
 
     def _result(self, lockers: list[dict[str, Any]]) -> dict[str, Any]:
         for locker in lockers:
@@ -88,20 +103,24 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
                 short_list(locker["queue_names"]),
                 locker["oldest_lock_age_seconds"],
             )
-        stuck_after = parse_duration(self.stuck_after, "stuck_after")
-        return {"stuck_after_seconds": stuck_after.total_seconds(), "lockers": lockers}
+        seconds = self._query().stuck_after.total_seconds()
+        return {"stuck_after_seconds": seconds, "lockers": lockers}
 
     def poke(self, context: Context) -> PokeReturnValue:
-        stuck_after = parse_duration(self.stuck_after, "stuck_after")
-        lockers = self._hook().find_stuck_locks(
-            stuck_after,
-            task_identifiers=parse_identifiers(self.task_identifiers, "task_identifiers"),
-            queue_names=parse_identifiers(self.queue_names, "queue_names"),
+        query = self._query()
+        lockers = self._get_hook().find_stuck_locks(
+            query.stuck_after,
+            task_identifiers=query.task_identifiers,
+            queue_names=query.queue_names,
         )
         if not lockers:
-            self.log.info("No lock held longer than %s", stuck_after)
+            self.log.info("No lock held longer than %s", query.stuck_after)
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._result(lockers))
+
+    def on_kill(self) -> None:
+        if self._hook is not None:
+            self._hook.cancel()
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -113,15 +132,14 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
             return first.xcom_value
         from airflow_graphile.triggers.stuck_locks import GraphileWorkerStuckLocksTrigger
 
-        hook = self._hook()
+        query = self._query()
         self.defer(
             trigger=GraphileWorkerStuckLocksTrigger(
                 graphile_worker_conn_id=self.graphile_worker_conn_id,
-                worker_schema=hook.worker_schema,
-                stuck_after_seconds=parse_duration(self.stuck_after, "stuck_after").total_seconds(),
-                task_identifiers=parse_identifiers(self.task_identifiers, "task_identifiers")
-                or None,
-                queue_names=parse_identifiers(self.queue_names, "queue_names") or None,
+                worker_schema=self._get_hook().worker_schema,
+                stuck_after_seconds=query.stuck_after.total_seconds(),
+                task_identifiers=query.task_identifiers,
+                queue_names=query.queue_names,
                 poll_interval=self.poke_interval,
             ),
             method_name="execute_complete",
@@ -131,7 +149,7 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         if event.get("status") != "success":
             # Retryable: the database may be back by the next try.
-            raise AirflowException(
+            raise GraphileWorkerTransientError(
                 f"Stuck-lock check failed in the triggerer: {event.get('message', event)}"
             )
         return self._result(event["lockers"])

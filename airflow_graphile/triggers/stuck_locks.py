@@ -56,36 +56,20 @@ class GraphileWorkerStuckLocksTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        import psycopg
-        from airflow.sdk import BaseHook
-        from psycopg.rows import dict_row
+        from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+        from airflow_graphile.hooks.stuck_locks import StuckLockQuery
 
-        from airflow_graphile.hooks.graphile_worker import (
-            GraphileWorkerHook,
-            connect_kwargs,
-            stuck_locker,
-            stuck_locks_params,
-            stuck_locks_statement,
+        # The sensor checked these values; the trigger only turns them back into types.
+        query = StuckLockQuery(
+            timedelta(seconds=self.stuck_after_seconds), self.task_identifiers, self.queue_names
         )
-
+        hook = GraphileWorkerHook(
+            graphile_worker_conn_id=self.graphile_worker_conn_id, worker_schema=self.worker_schema
+        )
         try:
-            connection = await BaseHook.aget_connection(self.graphile_worker_conn_id)
-            kwargs = connect_kwargs(connection, GraphileWorkerHook.ignored_extra_options)
-            statement = stuck_locks_statement(self.worker_schema)
-            params = stuck_locks_params(
-                timedelta(seconds=self.stuck_after_seconds),
-                self.task_identifiers,
-                self.queue_names,
-            )
             while True:
-                async with (
-                    await psycopg.AsyncConnection.connect(**kwargs, autocommit=True) as conn,
-                    conn.cursor(row_factory=dict_row) as cur,
-                ):
-                    await cur.execute(statement, params)
-                    rows = await cur.fetchall()
-                if rows:
-                    lockers = [stuck_locker(row) for row in rows]
+                lockers = await hook.afind_stuck_locks(query)
+                if lockers:
                     self.log.info("Stuck locks found for %d locker(s)", len(lockers))
                     yield TriggerEvent({"status": "success", "lockers": lockers})
                     return

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-import pendulum
 from airflow.sdk import DAG
 
-from airflow_graphile.heartbeats import PostgresHeartbeatSource
+from airflow_graphile.heartbeats import HttpHeartbeatSource, PostgresHeartbeatSource
 from airflow_graphile.operators import (
     GraphileWorkerForceUnlockWorkersOperator,
     GraphileWorkerHeartbeatCheckOperator,
 )
 from airflow_graphile.sensors import GraphileWorkerStuckLocksSensor
+from devkit.dag_runs import make_dag
 
 PARAMS: dict[str, Any] = {
     "conn_id": "graphile_worker_default",
@@ -20,24 +21,20 @@ PARAMS: dict[str, Any] = {
     "tasks": None,
     "queues": None,
     "lockers": [],
+    "locker_ids": [],
     "dead_after": 60,
     "missing_is_dead": False,
     "max_workers": None,
     "heartbeat_table": "graphile_worker_heartbeats",
+    "heartbeat_id_column": "locker_id",
 }
+# One retry at once: shows whether a failure is retryable (2 tries) or not (1 try).
+RETRY_ONCE = {"default_args": {"retries": 1, "retry_delay": timedelta(0)}}
 DAGS: dict[str, DAG] = {}
 
 
-def _dag(dag_id: str) -> DAG:
-    DAGS[dag_id] = DAG(
-        dag_id,
-        schedule=None,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        params=PARAMS,
-        render_template_as_native_obj=True,
-    )
-    return DAGS[dag_id]
+def _dag(dag_id: str, **kwargs: Any) -> DAG:
+    return make_dag(DAGS, dag_id, PARAMS, **kwargs)
 
 
 SENSOR = {
@@ -62,25 +59,42 @@ for mode in ("poke", "reschedule", "deferrable"):
 
 # The heartbeat table is in the jobs database, read through the same connection.
 HEARTBEATS = PostgresHeartbeatSource(
-    conn_id="{{ params.conn_id }}", table="graphile_worker_heartbeats"
+    conn_id="{{ params.conn_id }}",
+    table="{{ params.heartbeat_table }}",
+    id_column="{{ params.heartbeat_id_column }}",
 )
+CHECK = {
+    "lockers": "{{ params.lockers }}",
+    "dead_after": "{{ params.dead_after }}",
+    "missing_is_dead": "{{ params.missing_is_dead }}",
+}
+UNLOCK = {
+    "graphile_worker_conn_id": "{{ params.conn_id }}",
+    "heartbeat_source": HEARTBEATS,
+    "dead_after": "{{ params.dead_after }}",
+    "missing_is_dead": "{{ params.missing_is_dead }}",
+    "max_workers": "{{ params.max_workers }}",
+}
 
-with _dag("gw_test_heartbeat_check"):
+with _dag("gw_test_heartbeat_check", **RETRY_ONCE):
+    GraphileWorkerHeartbeatCheckOperator(task_id="check", heartbeat_source=HEARTBEATS, **CHECK)
+
+# Heartbeats from an HTTP endpoint behind the connection gw_beats (set by the test).
+with _dag("gw_test_heartbeat_check_http", **RETRY_ONCE):
     GraphileWorkerHeartbeatCheckOperator(
-        task_id="check",
-        lockers="{{ params.lockers }}",
-        heartbeat_source=HEARTBEATS,
-        dead_after="{{ params.dead_after }}",
-        missing_is_dead="{{ params.missing_is_dead }}",
+        task_id="check", heartbeat_source=HttpHeartbeatSource("gw_beats"), **CHECK
     )
 
-with _dag("gw_test_unlock_dead"):
+with _dag("gw_test_unlock_dead", **RETRY_ONCE):
     GraphileWorkerForceUnlockWorkersOperator(
-        task_id="unlock",
-        graphile_worker_conn_id="{{ params.conn_id }}",
-        worker_ids="{{ params.lockers }}",
-        heartbeat_source=HEARTBEATS,
-        dead_after="{{ params.dead_after }}",
-        missing_is_dead="{{ params.missing_is_dead }}",
-        max_workers="{{ params.max_workers }}",
+        task_id="unlock", locker_ids="{{ params.locker_ids }}", **UNLOCK
+    )
+
+# The unlock pipeline's contract: the check's named XCom is the unlock's input.
+with _dag("gw_test_check_then_unlock", **RETRY_ONCE):
+    check = GraphileWorkerHeartbeatCheckOperator(
+        task_id="check", heartbeat_source=HEARTBEATS, **CHECK
+    )
+    GraphileWorkerForceUnlockWorkersOperator(
+        task_id="unlock", locker_ids=check.output["dead_locker_ids"], **UNLOCK
     )

@@ -19,12 +19,13 @@ from airflow_graphile.operators import (
     GraphileWorkerQueueStatsOperator,
     GraphileWorkerRescheduleJobsOperator,
 )
+from devkit.dag_runs import make_dag
 
 PARAMS: dict[str, Any] = {
     "conn_id": "graphile_worker_default",
     "dry_run": False,
     "job_ids": [],
-    "worker_ids": [],
+    "locker_ids": [],
     "reason": None,
     "run_at": None,
     "priority": None,
@@ -36,6 +37,7 @@ PARAMS: dict[str, Any] = {
     "allow_all": False,
     "batch_size": 2000,
     "thresholds": {},
+    "statement_timeout": None,
 }
 
 
@@ -43,16 +45,8 @@ DAGS: dict[str, DAG] = {}
 
 
 def _dag(dag_id: str, native: bool) -> DAG:
-    DAGS[dag_id] = DAG(
-        dag_id,
-        schedule=None,
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-        catchup=False,
-        params=PARAMS,
-        render_template_as_native_obj=native,
-        default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=1)},
-    )
-    return DAGS[dag_id]
+    retries = {"retries": 2, "retry_delay": pendulum.duration(seconds=1)}
+    return make_dag(DAGS, dag_id, PARAMS, native, default_args=retries)
 
 
 COMMON = {
@@ -87,7 +81,7 @@ for style, native in (("native", True), ("text", False)):
 
     with _dag(f"gw_test_force_unlock_{style}", native):
         GraphileWorkerForceUnlockWorkersOperator(
-            task_id="force_unlock", worker_ids="{{ params.worker_ids }}", **COMMON
+            task_id="force_unlock", locker_ids="{{ params.locker_ids }}", **COMMON
         )
 
     with _dag(f"gw_test_cleanup_{style}", native):
@@ -121,7 +115,31 @@ with _dag("gw_test_bulk_fail", native=True):
         **COMMON,
     )
 
+# Airflow's default rendering: the filter, the thresholds and the timeout arrive as text.
+with _dag("gw_test_bulk_fail_text", native=False):
+    GraphileWorkerPermanentlyFailJobsOperator(
+        task_id="bulk_fail",
+        job_filter="{{ params.filter }}",
+        batch_size="{{ params.batch_size }}",
+        statement_timeout="{{ params.statement_timeout or '' }}",
+        **COMMON,
+    )
+
+with _dag("gw_test_queue_stats_text", native=False):
+    GraphileWorkerQueueStatsOperator(
+        task_id="stats", thresholds="{{ params.thresholds }}", **COMMON
+    )
+
 with _dag("gw_test_queue_stats", native=True):
     GraphileWorkerQueueStatsOperator(
         task_id="stats", thresholds="{{ params.thresholds }}", **COMMON
+    )
+
+# No retries: the on_kill test stops the task once and looks at the server.
+with make_dag(DAGS, "gw_test_bulk_fail_once", PARAMS, native=True):
+    GraphileWorkerPermanentlyFailJobsOperator(
+        task_id="bulk_fail",
+        job_filter="{{ params.filter }}",
+        batch_size="{{ params.batch_size }}",
+        **COMMON,
     )

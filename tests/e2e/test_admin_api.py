@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.standalone import AirflowAPI
-from tests.support.graphile import GraphileDB
-from tests.support.selection import make_selection_of_jobs, snapshot
+from devkit.graphile import GraphileDB
+from devkit.selection import make_selection_of_jobs, snapshot
+from devkit.standalone import AirflowAPI
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,8 @@
 """The admin DAG's trigger form in the real Airflow UI, filled in headless Chromium.
 
-Needs Debian's chromium (/usr/bin/chromium) and `npm ci --prefix tests/e2e`
-(playwright-core): `make e2e-deps` installs both.
+Needs Debian's chromium (/usr/bin/chromium: `make chromium` installs it, as root) and
+`npm ci --prefix tests/e2e` (playwright-core: `make e2e-deps`, which `make test` runs). Without
+either the test fails, saying which is missing and how to get it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.standalone import AirflowAPI
-from tests.support.graphile import GraphileDB
-from tests.support.selection import make_selection_of_jobs
+from devkit.graphile import GraphileDB
+from devkit.paths import REPO_ROOT
+from devkit.selection import make_selection_of_jobs
+from devkit.standalone import AirflowAPI
 
 pytestmark = pytest.mark.e2e
 
 E2E_DIR = Path(__file__).resolve().parent
-REPO_ROOT = E2E_DIR.parents[1]
 SCRIPT = E2E_DIR / "trigger_form.mjs"
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = REPO_ROOT / ".artifacts" / "trigger-form.png"
@@ -29,16 +30,17 @@ REASON = "Refused by the payment provider (set from the browser)"
 
 
 def _node() -> str:
+    """The `node` command; fail (not skip) if it, the browser or playwright-core is missing."""
     node = shutil.which("node")
     missing = []
     if node is None:
-        missing.append("node")
+        missing.append("node (install Node.js 20 or newer)")
     if not CHROMIUM.exists():
-        missing.append(str(CHROMIUM))
+        missing.append(f"{CHROMIUM} (run `make chromium` as root: Debian's chromium package)")
     if not (E2E_DIR / "node_modules" / "playwright-core").is_dir():
-        missing.append("tests/e2e/node_modules/playwright-core")
+        missing.append("tests/e2e/node_modules/playwright-core (run `make e2e-deps`)")
     if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run `make e2e-deps`")
+        pytest.fail("the browser test needs " + "; ".join(missing), pytrace=False)
     assert node is not None
     return node
 

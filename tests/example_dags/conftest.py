@@ -1,33 +1,31 @@
-"""Run the example DAGs (example_dags/) for real, with the run's conf over their params."""
+"""Run the example DAGs (example_dags/) for real, with the run's conf over their params,
+against the test database (`gw_db`) through their connection graphile_worker_default."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.airflow_runs import DagRunResult, run_dag
+from devkit.dag_runs import DagRunResult, load_example_dag, param_defaults, run_dag
+from devkit.graphile import GraphileDB
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
-
-
-def load_example(name: str) -> Any:
-    """Import an example DAG file the way the DAG processor does: by path."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+DEFAULT_CONN_ID = "graphile_worker_default"
 
 
 @pytest.fixture
-def run_example(airflow_db: None) -> Callable[..., DagRunResult]:
+def run_example(
+    airflow_db: None, gw_db: GraphileDB, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., DagRunResult]:
+    """Run an example DAG by file name with a conf; its connection points at `gw_db`."""
+    from airflow.sdk import BaseHook
+
+    connection = BaseHook.get_connection(gw_db.conn_id)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{DEFAULT_CONN_ID.upper()}", connection.as_json())
+
     def _run(name: str, conf: dict[str, Any]) -> DagRunResult:
-        dag = load_example(name)
-        defaults = {key: param.value for key, param in dag.params.items()}
-        return run_dag(dag, conf, defaults)
+        dag = load_example_dag(name)
+        return run_dag(dag, conf, param_defaults(dag))
 
     return _run

@@ -8,22 +8,16 @@ from typing import Any
 
 import pytest
 
-from tests.support.airflow_runs import DagRunResult
-from tests.support.graphile import GraphileDB
-from tests.support.selection import lock_job, make_selection_of_jobs, snapshot
+from devkit.dag_runs import DagRunResult
+from devkit.graphile import GraphileDB
+from devkit.selection import lock_job, make_selection_of_jobs, snapshot
 
 ACTIONS = ["complete", "permanently_fail", "reschedule", "force_unlock", "cleanup"]
 
 
 @pytest.fixture
-def admin(
-    gw_db: GraphileDB, run_example: Callable[..., DagRunResult], monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., DagRunResult]:
+def admin(run_example: Callable[..., DagRunResult]) -> Callable[..., DagRunResult]:
     """Run the admin DAG against the test database (it uses graphile_worker_default)."""
-    from airflow.sdk import BaseHook
-
-    connection = BaseHook.get_connection(gw_db.conn_id)
-    monkeypatch.setenv("AIRFLOW_CONN_GRAPHILE_WORKER_DEFAULT", connection.as_json())
 
     def run(**conf: Any) -> DagRunResult:
         return run_example("graphile_worker_admin", conf)
@@ -83,7 +77,7 @@ def test_each_action_applies_when_dry_run_is_off(
     crashed = gw_db.add_job("job3", queue="billing")
     lock_job(gw_db, crashed, "pool-dead", ago=timedelta(minutes=9))
     unlocked = _only(
-        admin(action="force_unlock", worker_ids=["pool-dead"], dry_run=False), "force_unlock"
+        admin(action="force_unlock", locker_ids=["pool-dead"], dry_run=False), "force_unlock"
     )
     assert unlocked["unlocked_job_ids"] == [crashed]
     assert unlocked["unlocked_queue_names"] == ["billing"]

@@ -7,19 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from tests.support.airflow_runs import DagRunResult
-from tests.support.graphile import GraphileDB, WorkerProcess, wait_for
-from tests.support.selection import delete_job, fail_permanently
+from devkit.dag_runs import DagRunResult
+from devkit.graphile import GraphileDB, WorkerProcess
+from devkit.process import wait_for
+from devkit.selection import delete_job, fail_permanently
 
 
 @pytest.fixture
-def cleanup_dag(
-    gw_db: GraphileDB, run_example: Callable[..., DagRunResult], monkeypatch: pytest.MonkeyPatch
-) -> Callable[[], DagRunResult]:
-    from airflow.sdk import BaseHook
-
-    connection = BaseHook.get_connection(gw_db.conn_id)
-    monkeypatch.setenv("AIRFLOW_CONN_GRAPHILE_WORKER_DEFAULT", connection.as_json())
+def cleanup_dag(run_example: Callable[..., DagRunResult]) -> Callable[[], DagRunResult]:
     return lambda: run_example("graphile_worker_cleanup", {})
 
 
@@ -66,7 +61,7 @@ def test_skips_task_gc_when_heartbeats_cannot_be_read(
 def test_skips_task_gc_while_jobs_are_locked(
     gw_db: GraphileDB, cleanup_dag: Callable[[], DagRunResult], heartbeats: Callable[..., None]
 ) -> None:
-    from tests.support.selection import lock_job
+    from devkit.selection import lock_job
 
     _garbage(gw_db)
     heartbeats("pool-old", ago=timedelta(hours=1))  # only a stale heartbeat

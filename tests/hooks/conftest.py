@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
-from tests.support.graphile import GraphileDB
+from devkit.graphile import GraphileDB
 
 
 @pytest.fixture

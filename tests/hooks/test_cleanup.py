@@ -9,13 +9,13 @@ from psycopg import sql
 
 from airflow_graphile.exceptions import GraphileWorkerInputError, GraphileWorkerSchemaError
 from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
-from tests.support.graphile import (
+from devkit.graphile import (
     GraphileDB,
     run_cli_cleanup,
     run_library_cleanup,
 )
-from tests.support.postgres import PostgresServer, create_database, drop_database
-from tests.support.selection import fail_permanently, lock_job, make_selection_of_jobs, snapshot
+from devkit.postgres import PostgresServer, create_database, drop_database
+from devkit.selection import fail_permanently, lock_job, make_selection_of_jobs, snapshot
 
 ALL = ["DELETE_PERMAFAILED_JOBS", "GC_TASK_IDENTIFIERS", "GC_JOB_QUEUES"]
 

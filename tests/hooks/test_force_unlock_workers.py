@@ -9,8 +9,8 @@ import pytest
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
-from tests.support.graphile import GraphileDB
-from tests.support.selection import lock_job, snapshot
+from devkit.graphile import GraphileDB
+from devkit.selection import lock_job, snapshot
 
 # (locked by, queue), as in Graphile Worker's own forceUnlockWorkers test.
 SPECS = [
@@ -60,7 +60,7 @@ def test_unlocks_jobs_and_queues_of_the_given_workers_only(
     json.dumps(xcom)
     assert xcom["unlocked_job_ids"] == [ids[2], ids[3], ids[4], ids[5]]
     assert xcom["unlocked_queue_names"] == ["test2", "test3"]
-    assert xcom["by_worker"]["worker3"] == {"job_ids": [ids[5]], "queue_names": []}
+    assert xcom["by_locker"]["worker3"] == {"job_ids": [ids[5]], "queue_names": []}
     assert xcom["held_nothing"] == []
 
 
@@ -87,11 +87,11 @@ def test_worker_style_ids_get_a_hint_on_pool_id_versions(
 
 
 @pytest.mark.parametrize("bad", [[""], ["a", "a"], [3], "[unterminated", ["a,b"]], ids=str)
-def test_bad_worker_ids_change_nothing(
+def test_bad_locker_ids_change_nothing(
     gw_db: GraphileDB, hook: GraphileWorkerHook, bad: object
 ) -> None:
     _lock_specs(gw_db)
     before = snapshot(gw_db)
-    with pytest.raises(GraphileWorkerInputError, match="worker_ids"):
+    with pytest.raises(GraphileWorkerInputError, match="locker_ids"):
         hook.force_unlock_workers(bad)
     assert snapshot(gw_db) == before

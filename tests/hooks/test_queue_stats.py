@@ -6,8 +6,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
-from tests.support.graphile import GraphileDB
-from tests.support.selection import fail_permanently, lock_job
+from devkit.graphile import GraphileDB
+from devkit.selection import fail_permanently, lock_job
 
 
 def test_counts_by_state_task_queue_and_locker(gw_db: GraphileDB, hook: GraphileWorkerHook) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
-from tests.support.graphile import GraphileDB
-from tests.support.selection import make_selection_of_jobs, snapshot
+from devkit.graphile import GraphileDB
+from devkit.selection import make_selection_of_jobs, snapshot
 
 
 def test_reschedules_the_jobs_and_leaves_others_unaffected(

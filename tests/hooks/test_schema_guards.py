@@ -12,11 +12,10 @@ from psycopg import sql
 
 from airflow_graphile.exceptions import GraphileWorkerPermissionError, GraphileWorkerSchemaError
 from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
-from tests.support.graphile import OLD_VERSION, GraphileDB, install_schema
-from tests.support.postgres import PostgresServer, create_database, drop_database
-from tests.support.selection import make_selection_of_jobs, snapshot
-
-EXPECTED_REVISION = {"0.16.6": 18, "0.17.3": 19, "0.18.0": 20}
+from devkit.graphile import GraphileDB, install_schema
+from devkit.postgres import PostgresServer, create_database, drop_database
+from devkit.selection import make_selection_of_jobs, snapshot
+from devkit.versions import OLD_VERSION, REVISIONS
 
 
 def _connection(
@@ -24,12 +23,8 @@ def _connection(
 ) -> str:
     conn_id = f"gw_guard_{uuid.uuid4().hex[:8]}"
     connection = {
-        "conn_type": "graphile_worker",
-        "host": server.host,
-        "port": server.port,
+        **server.airflow_connection(db),
         "login": extra.pop("login", server.user),
-        "password": server.password,
-        "schema": db,
         "extra": extra,
     }
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
@@ -45,9 +40,9 @@ def empty_db(pg_server: PostgresServer) -> Iterator[str]:
 
 
 def test_schema_revision(gw_db: GraphileDB, hook: GraphileWorkerHook) -> None:
-    assert hook.schema_revision() == EXPECTED_REVISION[gw_db.version]
+    assert hook.schema_revision() == REVISIONS[gw_db.version]
     ok, message = hook.test_connection()
-    assert ok and f"revision {EXPECTED_REVISION[gw_db.version]}" in message
+    assert ok and f"revision {REVISIONS[gw_db.version]}" in message
 
 
 def test_missing_schema_names_schema_and_database(
@@ -144,7 +139,7 @@ def test_a_schema_name_that_is_not_a_plain_identifier_is_quoted(
         _connection(monkeypatch, pg_server, empty_db, worker_schema=ODD_SCHEMA)
     )
 
-    assert hook.schema_revision() == EXPECTED_REVISION[gw_version]
+    assert hook.schema_revision() == REVISIONS[gw_version]
     assert [r["id"] for r in hook.complete_jobs([s.regular1])] == [s.regular1]
     assert [r["id"] for r in hook.permanently_fail_jobs([s.regular2])] == [s.regular2]
     assert [r["id"] for r in hook.reschedule_jobs([s.untouched], priority=1)] == [s.untouched]

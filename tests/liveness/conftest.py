@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.airflow_runs import DagRunResult
-from tests.support.airflow_runs import run_dag as run
+from devkit.dag_runs import DagRunResult
+from devkit.dag_runs import run_dag as run
 
 
 @pytest.fixture
@@ -20,3 +20,24 @@ def run_liveness_dag(airflow_db: None) -> Callable[..., DagRunResult]:
         return run(DAGS[dag_id], conf, PARAMS)
 
     return _run
+
+
+@pytest.fixture
+def pushed_xcom(airflow_db: None) -> Callable[..., Any]:
+    """Read an XCom a task pushed under a named key in the latest run of a DAG."""
+
+    def _read(result: DagRunResult, task_id: str, key: str) -> Any:
+        from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            row = (
+                session.query(XComModel)
+                .filter(XComModel.dag_id == result.dag_id, XComModel.task_id == task_id)
+                .filter(XComModel.key == key)
+                .order_by(XComModel.timestamp.desc())
+                .first()
+            )
+            return None if row is None else XComModel.deserialize_value(row)
+
+    return _read

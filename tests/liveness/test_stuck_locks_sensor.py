@@ -11,9 +11,9 @@ from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, T
 
 from airflow_graphile.sensors import GraphileWorkerStuckLocksSensor
 from airflow_graphile.triggers.stuck_locks import GraphileWorkerStuckLocksTrigger
-from tests.support.airflow_runs import DagRunResult
-from tests.support.graphile import GraphileDB
-from tests.support.selection import lock_job
+from devkit.dag_runs import DagRunResult
+from devkit.graphile import GraphileDB
+from devkit.selection import lock_job
 
 
 def _locks(db: GraphileDB) -> dict[str, int]:

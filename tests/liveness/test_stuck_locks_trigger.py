@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from airflow_graphile.triggers.stuck_locks import GraphileWorkerStuckLocksTrigger
-from tests.support.graphile import GraphileDB
-from tests.support.selection import lock_job
+from devkit.graphile import GraphileDB
+from devkit.selection import lock_job
 
 
 def _first_event(trigger: GraphileWorkerStuckLocksTrigger, timeout: float = 20) -> dict[str, Any]:
@@ -66,4 +66,4 @@ def test_unreachable_database_yields_an_error_event(monkeypatch: pytest.MonkeyPa
     trigger = GraphileWorkerStuckLocksTrigger("gw_nowhere", "graphile_worker", 60, poll_interval=1)
     event = _first_event(trigger)
     assert event["status"] == "error"
-    assert "OperationalError" in event["message"]
+    assert "the database connection failed" in event["message"]

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.airflow_runs import DagRunResult
-from tests.support.airflow_runs import run_dag as run
+from devkit.dag_runs import DagRunResult
+from devkit.dag_runs import run_dag as run
 
 
 @pytest.fixture

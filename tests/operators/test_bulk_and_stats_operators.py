@@ -6,12 +6,13 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from psycopg import sql
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.operators import GraphileWorkerCompleteJobsOperator
-from tests.support.airflow_runs import DagRunResult
-from tests.support.graphile import GraphileDB
-from tests.support.selection import fail_permanently, lock_job, snapshot
+from devkit.dag_runs import DagRunResult
+from devkit.graphile import GraphileDB
+from devkit.selection import fail_permanently, lock_job, snapshot
 
 
 def _jobs(db: GraphileDB) -> dict[str, int]:
@@ -103,3 +104,46 @@ def test_stats_and_thresholds(gw_db: GraphileDB, run_dag: Callable[..., DagRunRe
 
     unknown = run_dag("gw_test_queue_stats", {"conn_id": gw_db.conn_id, "thresholds": {"x": 1}})
     assert unknown.task_states["stats"] == "failed"
+
+
+def test_filter_and_thresholds_rendered_as_text(
+    gw_db: GraphileDB, run_dag: Callable[..., DagRunResult]
+) -> None:
+    """Airflow's default rendering turns dicts into their text; both are read back."""
+    jobs = _jobs(gw_db)
+    conf = {"conn_id": gw_db.conn_id, "filter": {"task_identifiers": ["send_email"]}}
+    result = run_dag("gw_test_bulk_fail_text", conf)
+    assert result.state == "success", result
+    assert result.xcom["bulk_fail"]["changed"] == 2
+    assert gw_db.jobs()[jobs["charge"]]["attempts"] == 0
+
+    alarm = run_dag(
+        "gw_test_queue_stats_text", {"conn_id": gw_db.conn_id, "thresholds": {"failed": 0}}
+    )
+    assert alarm.task_states["stats"] == "failed" and alarm.tries["stats"] == 1
+    calm = run_dag(
+        "gw_test_queue_stats_text", {"conn_id": gw_db.conn_id, "thresholds": {"failed": 5}}
+    )
+    assert calm.state == "success"
+
+
+def test_a_statement_timeout_fails_the_task_as_retryable(
+    gw_db: GraphileDB, run_dag: Callable[..., DagRunResult]
+) -> None:
+    for _ in range(30):
+        gw_db.add_job("slow_match")
+    gw_db.query(
+        sql.SQL("update {} set last_error = repeat('abcde fghij ', 20)").format(
+            sql.Identifier(gw_db.schema, "_private_jobs")
+        )
+    )
+    before = snapshot(gw_db)
+    conf = {
+        "conn_id": gw_db.conn_id,
+        "filter": {"last_error_pattern": r"(.{1,50}){1,50}\1b"},
+        "statement_timeout": 0.3,
+    }
+    result = run_dag("gw_test_bulk_fail_text", conf)
+    assert result.task_states["bulk_fail"] == "failed"
+    assert result.tries["bulk_fail"] == 3  # retries=2: a timeout is worth another try
+    assert snapshot(gw_db) == before

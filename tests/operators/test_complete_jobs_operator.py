@@ -8,9 +8,9 @@ import pytest
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.operators import GraphileWorkerCompleteJobsOperator
-from tests.support.airflow_runs import DagRunResult
-from tests.support.graphile import GraphileDB
-from tests.support.selection import make_selection_of_jobs, snapshot
+from devkit.dag_runs import DagRunResult
+from devkit.graphile import GraphileDB
+from devkit.selection import make_selection_of_jobs, snapshot
 
 
 @pytest.mark.parametrize("style", ["native", "text"])

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support.airflow_runs import DagRunResult
-from tests.support.graphile import GraphileDB, WorkerProcess, wait_for
+from devkit.dag_runs import DagRunResult
+from devkit.graphile import GraphileDB, WorkerProcess
+from devkit.process import wait_for
 
 pytestmark = pytest.mark.worker
 
@@ -34,7 +35,7 @@ def test_killed_worker_jobs_run_again_after_force_unlock(
         time.sleep(2)  # the survivor cannot take either job: the queue is locked
         assert set(gw_db.jobs()) == {stuck, blocked}
 
-        conf = {"conn_id": gw_db.conn_id, "worker_ids": [locker]}
+        conf = {"conn_id": gw_db.conn_id, "locker_ids": [locker]}
         result = run_dag("gw_test_force_unlock_native", conf)
 
         assert result.state == "success"

@@ -12,9 +12,9 @@ from airflow_graphile.operators import (
     GraphileWorkerCleanupOperator,
     GraphileWorkerForceUnlockWorkersOperator,
 )
-from tests.support.airflow_runs import DagRunResult
-from tests.support.graphile import GraphileDB
-from tests.support.selection import (
+from devkit.dag_runs import DagRunResult
+from devkit.graphile import GraphileDB
+from devkit.selection import (
     delete_job,
     fail_permanently,
     lock_job,
@@ -40,7 +40,7 @@ def test_force_unlock_reports_released_jobs_and_queues(
     gw_db: GraphileDB, run_dag: Callable[..., DagRunResult], style: str
 ) -> None:
     jobs = _two_crashed_pools(gw_db)
-    conf = {"conn_id": gw_db.conn_id, "worker_ids": ["pool-dead", "pool-gone"]}
+    conf = {"conn_id": gw_db.conn_id, "locker_ids": ["pool-dead", "pool-gone"]}
     result = run_dag(f"gw_test_force_unlock_{style}", conf)
 
     assert result.state == "success"
@@ -60,21 +60,31 @@ def test_force_unlock_dry_run_changes_nothing(
 ) -> None:
     _two_crashed_pools(gw_db)
     before = snapshot(gw_db)
-    conf = {"conn_id": gw_db.conn_id, "worker_ids": ["pool-dead"], "dry_run": True}
+    conf = {"conn_id": gw_db.conn_id, "locker_ids": ["pool-dead"], "dry_run": True}
     result = run_dag("gw_test_force_unlock_text", conf)
     assert result.state == "success"
     assert result.xcom["force_unlock"]["unlocked_queue_names"] == ["billing"]
     assert snapshot(gw_db) == before
 
 
-@pytest.mark.parametrize("bad", [[""], ["pool-a", "pool-a"], "['pool-a',", [7]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [""],
+        ["pool-a", "pool-a"],
+        "['pool-a',",
+        [7],
+        {"dead_locker_ids": ["pool-dead"]},  # a task's whole result: pass its key instead
+        '{"dead_ids": ["pool-dead"]}',
+    ],
+)
 def test_force_unlock_bad_ids_change_nothing(gw_db: GraphileDB, bad: object) -> None:
     _two_crashed_pools(gw_db)
     before = snapshot(gw_db)
     operator = GraphileWorkerForceUnlockWorkersOperator(
-        task_id="t", graphile_worker_conn_id=gw_db.conn_id, worker_ids=bad
+        task_id="t", graphile_worker_conn_id=gw_db.conn_id, locker_ids=bad
     )
-    with pytest.raises(GraphileWorkerInputError, match="worker_ids"):
+    with pytest.raises(GraphileWorkerInputError, match=r"^locker_ids: "):
         operator.execute({})  # type: ignore[arg-type]
     assert snapshot(gw_db) == before
 

@@ -14,9 +14,9 @@ from airflow_graphile.validation import (
     parse_duration,
     parse_identifiers,
     parse_job_ids,
+    parse_locker_ids,
     parse_run_at,
     parse_smallint,
-    parse_locker_ids,
     validate_schema_name,
 )
 
@@ -62,7 +62,7 @@ def test_job_ids_refused_naming_the_value(value: object, named: str) -> None:
     assert named in str(error.value)
 
 
-def test_worker_ids() -> None:
+def test_locker_ids() -> None:
     assert parse_locker_ids(["pool-a", "pool-b"]) == ["pool-a", "pool-b"]
     assert parse_locker_ids("pool-a") == ["pool-a"]
     assert parse_locker_ids("['pool-a', 'pool-b']") == ["pool-a", "pool-b"]  # Python repr
@@ -81,8 +81,8 @@ def test_worker_ids() -> None:
         ("[pool-a]", "'[pool-a]'"),
     ],
 )
-def test_worker_ids_refused(value: object, named: str) -> None:
-    with pytest.raises(GraphileWorkerInputError, match="worker_ids") as error:
+def test_locker_ids_refused(value: object, named: str) -> None:
+    with pytest.raises(GraphileWorkerInputError, match="locker_ids") as error:
         parse_locker_ids(value)
     assert named in str(error.value)
 

@@ -5,6 +5,7 @@ Only a few things here are not obvious:
 
 - The child environment is built from scratch: the in-process tests set AIRFLOW_HOME, a
   bundle list and a SQLite path at import (tests/conftest.py), and none of that may leak in.
+  `standalone_settings()` gives what every standalone here needs.
 - `[api] base_url` must be set along with the port: the execution API URL that tasks call
   defaults to http://localhost:8080/execution/ whatever `[api] port` says.
 - The worker and triggerer log servers listen on fixed ports (8793, 8794) unless told
@@ -20,8 +21,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,41 +32,49 @@ from typing import Any
 
 import requests
 
-from tests.support.postgres import log
+from devkit.airflow_home import connection_env
+from devkit.ports import LOOPBACK, free_port
+from devkit.postgres import PostgresServer
+from devkit.process import log, processes_with_env
 
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 FINISHED_RUN_STATES = {"success", "failed"}
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def standalone_settings(
+    server: PostgresServer,
+    metadata_db: str,
+    dags_folder: Path,
+    connections: Mapping[str, Mapping[str, Any]],
+    **extra: str,
+) -> dict[str, str]:
+    """The settings of a standalone: metadata in ``metadata_db`` of ``server``, free ports.
 
-
-def _process_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def processes_with_env(name: str, value: str) -> list[int]:
-    """Live (non-zombie) processes whose environment has ``name=value``."""
-    wanted = f"{name}={value}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if wanted in environ.split(b"\0") and _process_state(int(entry.name)) not in (None, "Z"):
-            found.append(int(entry.name))
-    return found
+    No login (every user is an admin); the DAG folder is looked at every few seconds;
+    ``connections`` (id -> fields) become ``AIRFLOW_CONN_`` variables; ``extra`` settings
+    (``AIRFLOW__...`` names) are added last.
+    """
+    port = free_port()
+    base_url = f"http://{LOOPBACK}:{port}"
+    return {
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # no login, API or UI
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": server.sqlalchemy_url(metadata_db),
+        "AIRFLOW__API__HOST": LOOPBACK,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
+        # Fixed by default (8793, 8794): free ones, in case another Airflow runs here.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        # Pick the DAG folder up fast.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        **connection_env(connections),
+        **extra,
+    }
 
 
 class Standalone:
@@ -74,7 +83,7 @@ class Standalone:
     def __init__(self, home: Path, settings: Mapping[str, str]) -> None:
         self.home = home
         self.port = int(settings["AIRFLOW__API__PORT"])
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"http://{LOOPBACK}:{self.port}"
         self.log_path = home / "standalone.log"
         bindir = Path(sys.executable).parent
         airflow = bindir / "airflow"
@@ -107,10 +116,12 @@ class Standalone:
             )
 
     def log_tail(self, lines: int = 60) -> str:
+        """The last lines of the standalone's output (all of its components)."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise, with the end of its log, if the standalone process has exited."""
         if self.process.poll() is not None:
             raise RuntimeError(
                 f"airflow standalone exited with {self.process.returncode}:\n{self.log_tail()}"
@@ -121,7 +132,7 @@ class Standalone:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             try:
                 response = requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
                 last = response.json() if response.ok else response.status_code
@@ -176,10 +187,12 @@ class AirflowAPI:
         self.http = requests.Session()
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request to ``/api/v2<path>`` (30 s timeout unless given)."""
         kwargs.setdefault("timeout", 30)
         return self.http.request(method, f"{self.base_url}/api/v2{path}", **kwargs)
 
     def ok(self, method: str, path: str, **kwargs: Any) -> Any:
+        """`request()`, whose answer must be a success; return its JSON body."""
         response = self.request(method, path, **kwargs)
         if not response.ok:
             raise AssertionError(
@@ -200,24 +213,36 @@ class AirflowAPI:
             time.sleep(0.5)
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
+        """Pause or unpause a DAG."""
         self.ok("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any]) -> requests.Response:
+        """Trigger a run now with ``conf``; return the answer as it is."""
         return self.request(
             "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": dict(conf)}
         )
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """One DAG run."""
         return dict(self.ok("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
 
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self.ok("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"])
+    def runs(self, dag_id: str, **params: Any) -> list[dict[str, Any]]:
+        """Up to 100 runs of a DAG; ``params`` filter and order them (e.g. run_after_gte)."""
+        found = self.ok("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, **params})
+        return list(found["dag_runs"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        """The task instances of a run, by task id."""
+        body = self.ok("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return {ti["task_id"]: ti for ti in body["task_instances"]}
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
-        body = self.ok("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
-        return {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
+        """The state of each task of a run."""
+        instances = self.task_instances(dag_id, run_id)
+        return {task_id: ti["state"] for task_id, ti in instances.items()}
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The log of one try of a task, as newline-delimited JSON."""
         response = self.request(
             "GET",
             f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
@@ -225,11 +250,22 @@ class AirflowAPI:
         )
         return response.text
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        body = self.ok(
-            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
-        )
-        value = body["value"]
+    def xcom(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        key: str = "return_value",
+        missing_ok: bool = False,
+    ) -> Any:
+        """A task's XCom value; with ``missing_ok``, None when it has none."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        response = self.request("GET", path)
+        if missing_ok and response.status_code == 404:
+            return None
+        if not response.ok:
+            raise AssertionError(f"GET {path} -> {response.status_code}: {response.text[:2000]}")
+        value = response.json()["value"]
         return json.loads(value) if isinstance(value, str) else value
 
     def wait_run(

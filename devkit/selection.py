@@ -8,7 +8,7 @@ from typing import Any
 
 from psycopg import sql
 
-from tests.support.graphile import GraphileDB
+from devkit.graphile import GraphileDB
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Selection:
 
 
 def make_selection_of_jobs(db: GraphileDB) -> Selection:
+    """Add the five jobs of `Selection`; return their ids."""
     future = datetime.now(timezone.utc) + timedelta(hours=1)
     ids = [db.add_job("job3", {"a": n}, run_at=future) for n in range(1, 6)]
     selection = Selection(*ids)

@@ -1,4 +1,4 @@
-"""Find a PostgreSQL server for the tests, or start a throwaway one.
+"""Find a PostgreSQL server for the tests, the demo and the benchmarks, or start a throwaway one.
 
 Order of discovery in `postgres_server()`:
 
@@ -20,19 +20,23 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from devkit.ports import free_port
+from devkit.process import log
 
 DSN_ENV = "AIRFLOW_GRAPHILE_TEST_DSN"
 THROWAWAY_ENV = "AIRFLOW_GRAPHILE_TEST_THROWAWAY"
@@ -45,12 +49,17 @@ CONNECT_TIMEOUT = 3
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """Where a PostgreSQL server listens and who to log in as."""
+    """Where a PostgreSQL server listens and who to log in as.
+
+    ``throwaway`` is true for a cluster started by `throwaway_cluster()`, which goes away
+    when its block ends.
+    """
 
     host: str
     port: int
     user: str
     password: str | None
+    throwaway: bool = False
 
     def dsn(self, dbname: str) -> str:
         """Return a libpq URI for one database of this server."""
@@ -69,10 +78,20 @@ class PostgresServer:
         """The URI of the `postgres` database, for creating and dropping others."""
         return self.dsn("postgres")
 
+    def sqlalchemy_url(self, dbname: str) -> str:
+        """The SQLAlchemy URL (psycopg2 driver) of one database, for Airflow's metadata."""
+        return "postgresql+psycopg2://" + self.dsn(dbname).removeprefix("postgresql://")
 
-def log(message: str) -> None:
-    """Print one line to stderr."""
-    print(f"airflow-graphile tests: {message}", file=sys.stderr, flush=True)
+    def airflow_connection(self, dbname: str, conn_type: str = "graphile_worker") -> dict[str, Any]:
+        """An Airflow connection to one database of this server, as JSON fields."""
+        return {
+            "conn_type": conn_type,
+            "host": self.host,
+            "port": self.port,
+            "login": self.user,
+            "password": self.password,
+            "schema": dbname,
+        }
 
 
 def is_reachable(server: PostgresServer) -> bool:
@@ -176,13 +195,6 @@ def find_bindir() -> Path:
     )
 
 
-def free_port() -> int:
-    """Ask the kernel for a free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((DEFAULT_HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def throwaway_cluster() -> Iterator[PostgresServer]:
     """Run a fast, non-durable cluster in a temp folder; remove it afterwards."""
@@ -236,7 +248,7 @@ def throwaway_cluster() -> Iterator[PostgresServer]:
         )
         run([pg_ctl, "-D", str(data), "-l", str(log_file), "-w", "-o", options, "start"])
         started = True
-        server = PostgresServer(DEFAULT_HOST, port, DEFAULT_USER, None)
+        server = PostgresServer(DEFAULT_HOST, port, DEFAULT_USER, None, throwaway=True)
         if not is_reachable(server):
             raise RuntimeError(f"throwaway cluster started but {describe(server)} refuses")
         log(f"using throwaway PostgreSQL at {describe(server)} in {base}")
@@ -252,13 +264,51 @@ def admin_connect(server: PostgresServer) -> psycopg.Connection:
     return psycopg.connect(server.admin_dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
 
 
-def create_database(server: PostgresServer, name: str, template: str | None = None) -> None:
-    """Create a database, optionally as a copy of `template` (which must be idle)."""
+def unique_name(prefix: str, length: int = 8) -> str:
+    """A database name no one else uses: ``prefix`` and ``length`` random hex digits."""
+    return f"{prefix}_{uuid.uuid4().hex[:length]}"
+
+
+def create_database(
+    server: PostgresServer, name: str, template: str | None = None, file_copy: bool = False
+) -> None:
+    """Create a database, optionally as a copy of `template` (which must be idle).
+
+    With ``file_copy`` the copy is made with ``STRATEGY FILE_COPY`` (PostgreSQL 15+).
+    """
     query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
         query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+    if file_copy:
+        query = sql.SQL("{} STRATEGY FILE_COPY").format(query)
     with admin_connect(server) as conn:
         conn.execute(query)
+
+
+def clone_database(server: PostgresServer, template: str, name: str) -> float:
+    """Copy ``template`` to a new database ``name`` with FILE_COPY; return the seconds.
+
+    FILE_COPY copies the files (no WAL for the data) between two checkpoints, so every
+    copy starts from the same state: same pages, hint bits, statistics and an empty
+    WAL backlog. The template must have no open connection.
+    """
+    started = time.monotonic()
+    create_database(server, name, template=template, file_copy=True)
+    return time.monotonic() - started
+
+
+@contextmanager
+def temporary_copy(server: PostgresServer, template: str, prefix: str) -> Iterator[str]:
+    """A FILE_COPY of ``template`` for the block (`clone_database`), dropped at its end.
+
+    Yields the copy's name, made of ``prefix`` and random hex digits.
+    """
+    name = unique_name(prefix)
+    clone_database(server, template, name)
+    try:
+        yield name
+    finally:
+        drop_database(server, name)
 
 
 def drop_database(server: PostgresServer, name: str) -> None:

@@ -1,7 +1,8 @@
 """Run the real Graphile Worker versions installed under graphile/node_modules.
 
 Each version is an npm alias (graphile-worker-0.16 etc., see graphile/package.json),
-installed with `npm ci --prefix graphile` (or `make node`).
+installed with `npm ci --prefix graphile` (or `make node`). `GraphileDB` is a database
+with one version's schema, installed by that version's own CLI.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,29 +26,21 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Json
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-GRAPHILE_DIR = REPO_ROOT / "graphile"
+from devkit.paths import GRAPHILE_DIR, GRAPHILE_TASKS_DIR, REPO_ROOT
+from devkit.postgres import PostgresServer, create_database, drop_database
+from devkit.process import wait_for
+from devkit.versions import (
+    DEFAULT_HEARTBEAT_SCHEMA,
+    DEFAULT_HEARTBEAT_TABLE,
+    DEFAULT_SCHEMA,
+    PACKAGES,
+    VERSIONS,
+)
+
 CLEANUP_SCRIPT = GRAPHILE_DIR / "scripts" / "cleanup.mjs"
-# The worker's cwd: Graphile Worker loads task files from ./tasks.
-TASKS_CWD = REPO_ROOT / "tests" / "graphile_tasks"
 # Graphile config (passed with `-C`) that enables the heartbeat plugin of worker-plugin/,
 # with its options from HEARTBEAT_SCHEMA, HEARTBEAT_TABLE and HEARTBEAT_INTERVAL_MS.
-HEARTBEAT_CONFIG = TASKS_CWD / "heartbeat.graphile.config.cjs"
-DEFAULT_HEARTBEAT_SCHEMA = "public"
-DEFAULT_HEARTBEAT_TABLE = "graphile_worker_heartbeats"
-
-VERSIONS: tuple[str, ...] = ("0.16.6", "0.17.3", "0.18.0")
-# 0.15.1 is installed only to check that a schema older than 0.16 is refused.
-OLD_VERSION = "0.15.1"
-PACKAGES: dict[str, str] = {
-    OLD_VERSION: "graphile-worker-0.15",
-    "0.16.6": "graphile-worker-0.16",
-    "0.17.3": "graphile-worker-0.17",
-    "0.18.0": "graphile-worker-0.18",
-}
-# Schema revision (max(id) of <schema>.migrations) that each version installs.
-REVISIONS: dict[str, int] = {"0.16.6": 18, "0.17.3": 19, "0.18.0": 20}
-DEFAULT_SCHEMA = "graphile_worker"
+HEARTBEAT_CONFIG = GRAPHILE_TASKS_DIR / "heartbeat.graphile.config.cjs"
 
 T = TypeVar("T")
 
@@ -99,14 +91,17 @@ def failure_text(result: subprocess.CompletedProcess[str]) -> str:
     )
 
 
+def run_node(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``node args...`` in ``cwd``; return the result with its output, never raise."""
+    return subprocess.run(
+        [node_binary(), *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
 def install_schema(dsn: str, version: str, schema: str = DEFAULT_SCHEMA) -> None:
     """Install or upgrade the worker schema with the version's CLI (`--schema-only`)."""
-    result = subprocess.run(
-        [node_binary(), str(cli_path(version)), "-c", dsn, "--schema-only", "-s", schema],
-        cwd=TASKS_CWD,
-        capture_output=True,
-        text=True,
-        check=False,
+    result = run_node(
+        [str(cli_path(version)), "-c", dsn, "--schema-only", "-s", schema], GRAPHILE_TASKS_DIR
     )
     if result.returncode != 0:
         raise GraphileError(f"schema install of {version} failed: {failure_text(result)}")
@@ -116,16 +111,10 @@ def run_cli_cleanup(
     dsn: str, version: str, tasks: Sequence[str], schema: str = DEFAULT_SCHEMA
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI's `--cleanup A,B` (it migrates first); return the result, never raise."""
-    args = [node_binary(), str(cli_path(version)), "-c", dsn, "-s", schema]
+    args = [str(cli_path(version)), "-c", dsn, "-s", schema, "--cleanup", ",".join(tasks)]
     with tempfile.TemporaryDirectory(prefix="gw-cleanup-") as cwd:
         (Path(cwd) / "tasks").mkdir()
-        return subprocess.run(
-            [*args, "--cleanup", ",".join(tasks)],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return run_node(args, Path(cwd))
 
 
 def run_library_cleanup(
@@ -146,38 +135,18 @@ def run_library_cleanup(
         "tasks": list(tasks),
         "taskIdentifiersToKeep": list(task_identifiers_to_keep),
     }
-    result = subprocess.run(
-        [node_binary(), str(CLEANUP_SCRIPT), PACKAGES[version], json.dumps(options)],
-        cwd=GRAPHILE_DIR,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_node([str(CLEANUP_SCRIPT), PACKAGES[version], json.dumps(options)], GRAPHILE_DIR)
     if result.returncode != 0:
         raise GraphileError(f"library cleanup of {version} failed: {failure_text(result)}")
 
 
-def wait_for(
-    predicate: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition"
-) -> T:
-    """Call `predicate` until it returns a truthy value; return it, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} not met within {timeout} s")
-        time.sleep(interval)
-
-
 class WorkerProcess:
-    """A real Graphile Worker (`node cli.js`) running tests/graphile_tasks/tasks.
+    """A real Graphile Worker (`node cli.js`) running the task files of graphile_tasks/tasks.
 
     Starts on construction. Use as a context manager, or call `stop()`/`kill()`.
 
     With `heartbeat=True` the worker loads the heartbeat plugin (worker-plugin/) through
-    `-C tests/graphile_tasks/heartbeat.graphile.config.cjs`: it creates
+    `-C graphile_tasks/heartbeat.graphile.config.cjs`: it creates
     `heartbeat_schema.heartbeat_table` if needed, upserts one row per locker id (the id
     in `locked_by`) every `heartbeat_interval_ms`, and deletes it on a graceful stop.
     """
@@ -226,7 +195,7 @@ class WorkerProcess:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 args,
-                cwd=TASKS_CWD,
+                cwd=GRAPHILE_TASKS_DIR,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -276,6 +245,13 @@ class WorkerProcess:
             return self.final_log
         return self.log_path.read_text(errors="replace")
 
+    def wait(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
+        """`wait_for(predicate)`; on timeout the TimeoutError holds this worker's output."""
+        try:
+            return wait_for(predicate, timeout=timeout, what=what)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; the worker's output:\n{self.log_text()}") from None
+
     def __enter__(self) -> WorkerProcess:
         return self
 
@@ -288,9 +264,23 @@ class WorkerProcess:
         self.stop()
 
 
+def schema_revision(dsn: str, schema: str = DEFAULT_SCHEMA) -> int:
+    """The revision of the installed Graphile Worker schema: max(id) of <schema>.migrations."""
+    query = sql.SQL("select max(id) from {}.migrations").format(sql.Identifier(schema))
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(query).fetchone()
+    if row is None or row[0] is None:
+        raise GraphileError(f"no Graphile Worker migrations in schema {schema!r}")
+    return int(row[0])
+
+
 @dataclass
 class GraphileDB:
-    """A fresh test database with one Graphile Worker version's schema installed."""
+    """A database with one Graphile Worker version's schema installed.
+
+    ``conn_id`` is the Airflow connection that points at it (set by whoever made it).
+    Made by `create()`, it is also a context manager that drops the database at the end.
+    """
 
     dsn: str
     version: str
@@ -299,6 +289,45 @@ class GraphileDB:
     revision: int
     conn_id: str
     connections: list[psycopg.Connection[Any]] = field(default_factory=list, repr=False)
+    # The server it was created on by `create()`, which drops it on leaving a `with` block.
+    server: PostgresServer | None = field(default=None, repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        server: PostgresServer,
+        dbname: str,
+        version: str,
+        conn_id: str,
+        schema: str = DEFAULT_SCHEMA,
+        template: str | None = None,
+    ) -> GraphileDB:
+        """Create the database, as a copy of ``template`` (which already holds the schema)
+        or empty with the version's schema installed by its CLI.
+
+        Use the result in a ``with`` block to drop the database at its end; otherwise
+        dropping it is up to the caller (`drop_database`). If the schema cannot be
+        installed, the new database is dropped before the error is raised.
+        """
+        create_database(server, dbname, template=template)
+        dsn = server.dsn(dbname)
+        try:
+            if template is None:
+                install_schema(dsn, version, schema)
+            revision = schema_revision(dsn, schema)
+        except BaseException:
+            drop_database(server, dbname)
+            raise
+        return cls(dsn, version, dbname, schema, revision, conn_id, server=server)
+
+    def __enter__(self) -> GraphileDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the connections of `connect()`; drop the database if `create()` made it."""
+        self.close_connections()
+        if self.server is not None:
+            drop_database(self.server, self.dbname)
 
     def connect(self) -> psycopg.Connection[Any]:
         """Open a new autocommit connection (closed by the caller or at teardown)."""
@@ -369,6 +398,26 @@ class GraphileDB:
     def tasks(self) -> set[str]:
         """The identifiers in `_private_tasks`."""
         return {row["identifier"] for row in self.table_rows("_private_tasks", "id")}
+
+    def wait_locked(self, job_id: int, timeout: float = 30.0) -> str:
+        """Wait until a worker locks the job; return its locker id (`locked_by`)."""
+        return str(
+            wait_for(
+                lambda: self.jobs()[job_id]["locked_by"],
+                timeout=timeout,
+                what=f"job {job_id} locked",
+            )
+        )
+
+    def empty(self) -> None:
+        """Remove every job and queue, and the heartbeat plugin's table (workers recreate it)."""
+        for table in ("_private_jobs", "_private_job_queues"):
+            self.query(sql.SQL("delete from {}").format(sql.Identifier(self.schema, table)))
+        self.query(
+            sql.SQL("drop table if exists {}").format(
+                sql.Identifier(DEFAULT_HEARTBEAT_SCHEMA, DEFAULT_HEARTBEAT_TABLE)
+            )
+        )
 
     def heartbeats(
         self, table: str = DEFAULT_HEARTBEAT_TABLE, schema: str = DEFAULT_HEARTBEAT_SCHEMA

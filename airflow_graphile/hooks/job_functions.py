@@ -1,0 +1,215 @@
+"""Graphile Worker's three job functions by id: complete, permanently fail, reschedule.
+
+One small builder per function checks its arguments and renders the call; :func:`run`
+calls it on a list of ids and explains every id it left alone; :func:`preview` says
+the same without changing anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+
+from airflow_graphile.exceptions import GraphileWorkerInputError
+from airflow_graphile.hooks.session import Tx
+from airflow_graphile.hooks.tables import LOCK_EXPIRY, Tables
+from airflow_graphile.reports import SKIP_BUSY, SKIP_CHANGED, SKIP_LOCKED, SKIP_UNKNOWN
+from airflow_graphile.validation import parse_reason, parse_run_at, parse_smallint
+
+# How a job function receives its ids when they are given: one array parameter.
+IDS_PARAM = sql.SQL("%(job_ids)s::bigint[]")
+
+
+@dataclass(frozen=True)
+class JobCall:
+    """One of Graphile Worker's job functions with its checked arguments.
+
+    ``render(tables, ids)`` gives the call with its ids taken from ``ids`` (an SQL
+    expression of type bigint[]); ``params`` are its other bound parameters.
+    """
+
+    function: str
+    arguments: sql.SQL = field(default_factory=lambda: sql.SQL(""))
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def render(self, tables: Tables, ids: sql.Composable = IDS_PARAM) -> sql.Composed:
+        return sql.SQL("{}({}{})").format(tables.function(self.function), ids, self.arguments)
+
+
+def complete_call() -> JobCall:
+    return JobCall("complete_jobs")
+
+
+def permanently_fail_call(reason: Any = None) -> JobCall:
+    return JobCall(
+        "permanently_fail_jobs",
+        sql.SQL(", %(reason)s::text"),
+        {"reason": parse_reason(reason)},
+    )
+
+
+def reschedule_call(
+    run_at: datetime | str | None = None,
+    priority: Any = None,
+    attempts: Any = None,
+    max_attempts: Any = None,
+) -> JobCall:
+    changes: dict[str, Any] = {
+        "run_at": parse_run_at(run_at),
+        "priority": parse_smallint(priority, "priority"),
+        "attempts": parse_smallint(attempts, "attempts", minimum=0),
+        "max_attempts": parse_smallint(max_attempts, "max_attempts", minimum=1),
+    }
+    if all(value is None for value in changes.values()):
+        raise GraphileWorkerInputError(
+            "reschedule_jobs: nothing to change; give run_at, priority, attempts or max_attempts"
+        )
+    attempts, most = changes["attempts"], changes["max_attempts"]
+    if attempts is not None and most is not None and attempts > most:
+        raise GraphileWorkerInputError(f"attempts: {attempts} is more than max_attempts {most}")
+    return JobCall(
+        "reschedule_jobs",
+        sql.SQL(
+            ", run_at => %(run_at)s::timestamptz, priority => %(priority)s::int,"
+            " attempts => %(attempts)s::int, max_attempts => %(max_attempts)s::int"
+        ),
+        changes,
+    )
+
+
+BUILDERS: dict[str, Callable[..., JobCall]] = {
+    "complete_jobs": complete_call,
+    "permanently_fail_jobs": permanently_fail_call,
+    "reschedule_jobs": reschedule_call,
+}
+
+
+def job_call(function: str, arguments: dict[str, Any]) -> JobCall:
+    """Check the function name and its arguments; return the call, or raise an input error."""
+    builder = BUILDERS.get(function)
+    if builder is None:
+        raise GraphileWorkerInputError(
+            f"function: unknown job function {function!r}; expected one of {', '.join(BUILDERS)}"
+        )
+    try:
+        return builder(**arguments)
+    except TypeError:
+        raise GraphileWorkerInputError(
+            f"{function} does not take the argument(s) {', '.join(sorted(arguments))}"
+        ) from None
+
+
+@dataclass
+class Outcome:
+    """What a call did to its ids: the ids it changed, why the others were skipped, rows."""
+
+    affected: list[int]
+    skipped: list[dict[str, Any]]
+    rows: list[dict[str, Any]] | None = None
+
+
+def run(tx: Tx, call: JobCall, ids: list[int], *, with_rows: bool, skip_busy: bool) -> Outcome:
+    """Call the function on ``ids`` in ``tx``; explain every id it did not change.
+
+    With ``skip_busy`` the call gets only the ids whose rows no other transaction holds
+    (``for update skip locked``), so it cannot wait on them; the others are reported
+    as busy.
+    """
+    tables = tx.schema.tables
+    targets: sql.Composable = sql.SQL("")
+    ids_sql: sql.Composable = IDS_PARAM
+    if skip_busy:
+        targets = sql.SQL(
+            "with targets as (select id from {} where id = any(%(job_ids)s::bigint[])"
+            " for update skip locked) "
+        ).format(tables.jobs)
+        ids_sql = sql.SQL("(select coalesce(array_agg(id), '{}') from targets)::bigint[]")
+    result = (
+        "coalesce(json_agg(j order by j.id), '[]') as rows"
+        if with_rows
+        else "coalesce(array_agg(j.id order by j.id), '{}') as ids"
+    )
+    reached = (
+        ", (select coalesce(array_agg(id), '{}') from targets) as reached" if skip_busy else ""
+    )
+    row = tx.one(
+        sql.SQL("{targets}select {result}{reached} from {call} as j").format(
+            targets=targets,
+            result=sql.SQL(result),
+            reached=sql.SQL(reached),
+            call=call.render(tables, ids_sql),
+        ),
+        {"job_ids": ids, **call.params},
+    )
+    rows = row["rows"] if with_rows else None
+    affected = [r["id"] for r in row["rows"]] if with_rows else list(row["ids"])
+    busy = set(ids) - set(row["reached"]) if skip_busy else set()
+    return Outcome(affected, _explain_skipped(tx, ids, set(affected), busy), rows)
+
+
+def _explain_skipped(
+    tx: Tx, ids: list[int], changed: set[int], busy: set[int]
+) -> list[dict[str, Any]]:
+    """Say why each id that the function left alone was skipped (same transaction)."""
+    left = [job_id for job_id in ids if job_id not in changed]
+    if not left:
+        return []
+    found = {
+        row["id"]: row
+        for row in tx.all(
+            sql.SQL(
+                "select id, locked_by, locked_at from {} where id = any(%(ids)s::bigint[])"
+            ).format(tx.schema.tables.jobs),
+            {"ids": left},
+        )
+    }
+    skipped = []
+    for job_id in sorted(left):
+        row = found.get(job_id)
+        if row is None:
+            skipped.append({"id": job_id, "reason": SKIP_UNKNOWN})
+        elif row["locked_at"] is not None:
+            skipped.append(locked_entry(row))
+        elif job_id in busy:
+            skipped.append({"id": job_id, "reason": SKIP_BUSY})
+        else:
+            skipped.append({"id": job_id, "reason": SKIP_CHANGED})
+    return skipped
+
+
+def preview(tx: Tx, ids: list[int], *, with_rows: bool) -> Outcome:
+    """What :func:`run` would do, by Graphile Worker's rule; reads only."""
+    found = {
+        row["id"]: row
+        for row in tx.all(
+            sql.SQL(
+                "select j.id, j.locked_by, j.locked_at, "
+                "coalesce(j.locked_at >= now() - %(lock_expiry)s::interval, false) as locked{} "
+                "from {} as j where j.id = any(%(ids)s::bigint[]) order by j.id"
+            ).format(sql.SQL(", to_json(j) as row" if with_rows else ""), tx.schema.tables.jobs),
+            {"ids": ids, "lock_expiry": LOCK_EXPIRY},
+        )
+    }
+    affected = [job_id for job_id, row in found.items() if not row["locked"]]
+    rows = [found[job_id]["row"] for job_id in affected] if with_rows else None
+    skipped = []
+    for job_id in sorted(ids):
+        row = found.get(job_id)
+        if row is None:
+            skipped.append({"id": job_id, "reason": SKIP_UNKNOWN})
+        elif row["locked"]:
+            skipped.append(locked_entry(row))
+    return Outcome(affected, skipped, rows)
+
+
+def locked_entry(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "reason": SKIP_LOCKED,
+        "locked_by": row["locked_by"],
+        "locked_at": row["locked_at"].isoformat(),
+    }

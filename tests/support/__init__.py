@@ -1,1 +1,0 @@
-"""Test helpers: a PostgreSQL server and Graphile Worker versions."""
