@@ -62,7 +62,7 @@ clean:
 		-o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) graphile/node_modules tests/e2e/node_modules
+	rm -rf $(VENV) .venv-floor graphile/node_modules tests/e2e/node_modules
 
 # The lowest Airflow pyproject.toml claims, tested: its own virtualenv with exactly that
 # Airflow and Postgres provider, running the unit and hook tests, an operator through

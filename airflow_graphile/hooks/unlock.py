@@ -24,26 +24,19 @@ def force_unlock(tx: Tx, report: UnlockReport) -> None:
     tables = tx.schema.tables
     ids = report.requested
     lock = sql.SQL("" if report.dry_run else " for update")
-    report.jobs = [
-        _jsonable(row)
-        for row in tx.all(
-            sql.SQL(
-                "select id, locked_by, locked_at from {} "
-                "where locked_by = any(%(ids)s::text[]) order by id{}"
-            ).format(tables.jobs, lock),
-            {"ids": ids},
-        )
-    ]
-    report.queues = [
-        _jsonable(row)
-        for row in tx.all(
-            sql.SQL(
-                "select queue_name, locked_by, locked_at from {} "
-                "where locked_by = any(%(ids)s::text[]) order by queue_name{}"
-            ).format(tables.queues, lock),
-            {"ids": ids},
-        )
-    ]
+    held = sql.SQL(
+        "select {columns}, locked_by, locked_at from {table}"
+        " where locked_by = any(%(ids)s::text[]) order by {columns}{lock}"
+    )
+    report.jobs, report.queues = (
+        [
+            _jsonable(row)
+            for row in tx.all(
+                held.format(columns=sql.Identifier(column), table=table, lock=lock), {"ids": ids}
+            )
+        ]
+        for column, table in (("id", tables.jobs), ("queue_name", tables.queues))
+    )
     if not report.dry_run:
         tx.execute(
             sql.SQL("select {}(%(ids)s::text[])").format(tables.function("force_unlock_workers")),
