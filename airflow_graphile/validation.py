@@ -90,14 +90,15 @@ def _as_list(value: Any, name: str) -> list[Any]:
 
 
 def _reject_duplicates(values: list[Any], name: str) -> None:
+    if len(set(values)) == len(values):
+        return
     seen: set[Any] = set()
-    duplicates = []
+    duplicates: dict[Any, None] = {}  # ordered, and linear however many repeat
     for value in values:
-        if value in seen and value not in duplicates:
-            duplicates.append(value)
+        if value in seen:
+            duplicates[value] = None
         seen.add(value)
-    if duplicates:
-        raise GraphileWorkerInputError(f"{name}: duplicate values {_show(duplicates)}")
+    raise GraphileWorkerInputError(f"{name}: duplicate values {_show(duplicates)}")
 
 
 def _job_id(value: Any, name: str) -> int:
@@ -122,7 +123,13 @@ def parse_job_ids(value: Any, name: str = "job_ids") -> list[int]:
     JavaScript API gives them), one integer, or a string holding a JSON or Python list.
     An empty list is valid and means "nothing to do".
     """
-    ids = [_job_id(item, name) for item in _as_list(value, name)]
+    items = _as_list(value, name)
+    if all(type(item) is int for item in items) and (
+        not items or (min(items) >= 1 and max(items) <= BIGINT_MAX)
+    ):
+        ids: list[int] = items  # the common case (a list of ints), checked in bulk
+    else:
+        ids = [_job_id(item, name) for item in items]
     _reject_duplicates(ids, name)
     return ids
 

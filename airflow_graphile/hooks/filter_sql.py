@@ -38,7 +38,7 @@ def filter_parts(
     conditions: list[sql.Composable] = []
     params: dict[str, Any] = {"lock_expiry": LOCK_EXPIRY}
     checks: list[tuple[str, Any, sql.Composable]] = [
-        ("job_ids", job_filter.job_ids, sql.SQL("j.id = any(%(job_ids)s::bigint[])")),
+        ("job_ids", job_filter.job_ids, sql.SQL("j.id = any(%(job_ids)b::bigint[])")),
         (
             "tasks",
             job_filter.task_identifiers,
@@ -132,7 +132,7 @@ def batch_statement(
     """
     _source, where, params = filter_parts(tables, job_filter)
     # With job ids, the window reads only those jobs (by primary key), not all in between.
-    only_ids = sql.SQL(" and w.id = any(%(job_ids)s::bigint[])" if job_filter.job_ids else "")
+    only_ids = sql.SQL(" and w.id = any(%(job_ids)b::bigint[])" if job_filter.job_ids else "")
     window = sql.SQL(
         "select {columns} from {jobs} as w where w.id > %(after)s::bigint"
         " and w.id <= %(up_to)s::bigint{only_ids} order by w.id limit %(scan_limit)s"

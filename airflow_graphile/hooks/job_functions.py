@@ -20,8 +20,9 @@ from airflow_graphile.hooks.tables import LOCK_EXPIRY, Tables
 from airflow_graphile.reports import SKIP_BUSY, SKIP_CHANGED, SKIP_LOCKED, SKIP_UNKNOWN
 from airflow_graphile.validation import parse_reason, parse_run_at, parse_smallint
 
-# How a job function receives its ids when they are given: one array parameter.
-IDS_PARAM = sql.SQL("%(job_ids)s::bigint[]")
+# How a job function receives its ids when they are given: one array parameter, sent in
+# binary (dumping 100,000 ints as array text costs psycopg ~0.2 s; binary a few ms).
+IDS_PARAM = sql.SQL("%(job_ids)b::bigint[]")
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def run(tx: Tx, call: JobCall, ids: list[int], *, with_rows: bool, skip_busy: bo
     ids_sql: sql.Composable = IDS_PARAM
     if skip_busy:
         targets = sql.SQL(
-            "with targets as (select id from {} where id = any(%(job_ids)s::bigint[])"
+            "with targets as (select id from {} where id = any(%(job_ids)b::bigint[])"
             " for update skip locked) "
         ).format(tables.jobs)
         ids_sql = sql.SQL("(select coalesce(array_agg(id), '{}') from targets)::bigint[]")
@@ -162,7 +163,7 @@ def _explain_skipped(
         row["id"]: row
         for row in tx.all(
             sql.SQL(
-                "select id, locked_by, locked_at from {} where id = any(%(ids)s::bigint[])"
+                "select id, locked_by, locked_at from {} where id = any(%(ids)b::bigint[])"
             ).format(tx.schema.tables.jobs),
             {"ids": left},
         )
@@ -189,7 +190,7 @@ def preview(tx: Tx, ids: list[int], *, with_rows: bool) -> Outcome:
             sql.SQL(
                 "select j.id, j.locked_by, j.locked_at, "
                 "coalesce(j.locked_at >= now() - %(lock_expiry)s::interval, false) as locked{} "
-                "from {} as j where j.id = any(%(ids)s::bigint[]) order by j.id"
+                "from {} as j where j.id = any(%(ids)b::bigint[]) order by j.id"
             ).format(sql.SQL(", to_json(j) as row" if with_rows else ""), tx.schema.tables.jobs),
             {"ids": ids, "lock_expiry": LOCK_EXPIRY},
         )
