@@ -41,6 +41,10 @@ def test_row_follows_locked_by_and_goes_stale_after_kill(gw_db: GraphileDB) -> N
             timeout=10,
             what="last_beat_at to advance",
         )
+        # One INFO line says that beating started, for which locker and how often.
+        started = f"heartbeat started for {locker} in "
+        lines = [line for line in worker.log_text().splitlines() if started in line]
+        assert len(lines) == 1 and f"every {INTERVAL_MS} ms" in lines[0], worker.log_text()
     finally:
         assert worker.kill() == -9, worker.log_text()
 

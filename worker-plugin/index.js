@@ -201,7 +201,10 @@ class Heartbeats {
       this.timer = setInterval(() => this.tick(), this.options.intervalMs);
       if (typeof this.timer.unref === "function") this.timer.unref();
     }
-    this.log("debug", `heartbeat started for ${lockerId} in ${this.sql.table}`);
+    this.log(
+      "info",
+      `heartbeat started for ${lockerId} in ${this.sql.table}, every ${this.options.intervalMs} ms`,
+    );
     return entry.firstBeat;
   }
 

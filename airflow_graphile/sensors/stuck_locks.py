@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from airflow_graphile.exceptions import GraphileWorkerTransientError
 from airflow_graphile.reports import short_list
 from airflow_graphile.validation import parse_duration, parse_identifiers
+
+# How much longer than the sensor's timeout Airflow's defer timeout waits, as a backstop.
+BACKSTOP_SECONDS = 30
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -133,6 +138,8 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
         from airflow_graphile.triggers.stuck_locks import GraphileWorkerStuckLocksTrigger
 
         query = self._query()
+        # The trigger ends itself at the sensor's timeout; Airflow's own defer timeout is
+        # only a backstop (it cancels the trigger and logs an error).
         self.defer(
             trigger=GraphileWorkerStuckLocksTrigger(
                 graphile_worker_conn_id=self.graphile_worker_conn_id,
@@ -141,12 +148,18 @@ class GraphileWorkerStuckLocksSensor(BaseSensorOperator):
                 task_identifiers=query.task_identifiers,
                 queue_names=query.queue_names,
                 poll_interval=self.poke_interval,
+                end_by=time.time() + self.timeout,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+            timeout=timedelta(seconds=self.timeout + max(self.poke_interval, BACKSTOP_SECONDS)),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") == "timeout":
+            message = f"Stuck-lock sensor timed out: {event.get('message')}"
+            if self.soft_fail:
+                raise AirflowSkipException(message)
+            raise AirflowSensorTimeout(message)
         if event.get("status") != "success":
             # Retryable: the database may be back by the next try.
             raise GraphileWorkerTransientError(

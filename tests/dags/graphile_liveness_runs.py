@@ -57,6 +57,10 @@ for mode in ("poke", "reschedule", "deferrable"):
                 **SENSOR,
             )
 
+# Time enough for a lock to become stuck while the trigger waits (it ends at the timeout).
+with _dag("gw_test_stuck_locks_deferrable_wait"):
+    GraphileWorkerStuckLocksSensor(task_id="stuck", deferrable=True, **{**SENSOR, "timeout": 40})
+
 # The heartbeat table is in the jobs database, read through the same connection.
 HEARTBEATS = PostgresHeartbeatSource(
     conn_id="{{ params.conn_id }}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -73,7 +74,7 @@ def test_narrowing_by_task_and_queue(
     assert locker["queue_names"] == expected[1]
 
 
-@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+@pytest.mark.parametrize("mode", ["poke", "reschedule", "deferrable"])
 def test_nothing_stuck_times_out(
     gw_db: GraphileDB, run_liveness_dag: Callable[..., DagRunResult], mode: str
 ) -> None:
@@ -90,11 +91,11 @@ def test_deferred_sensor_wakes_when_a_lock_becomes_stuck(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     job = gw_db.add_job("send_email", queue="reports")
-    lock_job(gw_db, job, "pool-dying", ago=timedelta(seconds=45))
+    lock_job(gw_db, job, "pool-dying", ago=timedelta(seconds=48))
     caplog.set_level("INFO")
 
     result = run_liveness_dag(
-        "gw_test_stuck_locks_deferrable", {"conn_id": gw_db.conn_id, "stuck_after": 60}
+        "gw_test_stuck_locks_deferrable_wait", {"conn_id": gw_db.conn_id, "stuck_after": 60}
     )
 
     assert result.state == "success"
@@ -115,7 +116,7 @@ def test_bad_stuck_after_fails(
 
 @pytest.mark.parametrize("soft_fail", [False, True])
 def test_deferred_sensor_timeout_follows_airflow_rules(gw_db: GraphileDB, soft_fail: bool) -> None:
-    """dag.test() runs triggers inline without their timeout, so check the pieces."""
+    """The trigger ends itself at the sensor's timeout; Airflow's defer timeout is a backstop."""
     sensor = GraphileWorkerStuckLocksSensor(
         task_id="stuck",
         graphile_worker_conn_id=gw_db.conn_id,
@@ -125,14 +126,21 @@ def test_deferred_sensor_timeout_follows_airflow_rules(gw_db: GraphileDB, soft_f
         timeout=90,
         soft_fail=soft_fail,
     )
+    deferred_at = time.time()
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute({})  # type: ignore[arg-type]
-    assert deferred.value.timeout == timedelta(seconds=90)
+    assert deferred.value.timeout == timedelta(seconds=90 + 30)
     trigger = deferred.value.trigger
     assert isinstance(trigger, GraphileWorkerStuckLocksTrigger)
     assert (trigger.stuck_after_seconds, trigger.poll_interval) == (300, 7)
+    assert trigger.end_by is not None and abs(trigger.end_by - (deferred_at + 90)) < 5
 
     expected = AirflowSkipException if soft_fail else AirflowSensorTimeout
+    with pytest.raises(expected, match="no lock held longer than 300 s"):
+        sensor.execute_complete(
+            {},  # type: ignore[arg-type]
+            {"status": "timeout", "message": "no lock held longer than 300 s"},
+        )
     with pytest.raises(expected):
         sensor.resume_execution(
             TRIGGER_FAIL_REPR,

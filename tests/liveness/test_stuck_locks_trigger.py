@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -67,3 +68,15 @@ def test_unreachable_database_yields_an_error_event(monkeypatch: pytest.MonkeyPa
     event = _first_event(trigger)
     assert event["status"] == "error"
     assert "the database connection failed" in event["message"]
+
+
+def test_a_quiet_check_ends_by_itself(gw_db: GraphileDB) -> None:
+    """Nothing stuck: at end_by the trigger says so, instead of waiting to be cancelled."""
+    lock_job(gw_db, gw_db.add_job("send_email"), "pool-busy")  # locked just now: not stuck
+    trigger = GraphileWorkerStuckLocksTrigger(
+        gw_db.conn_id, gw_db.schema, 600, poll_interval=0.3, end_by=time.time() + 1.5
+    )
+    started = time.monotonic()
+    event = _first_event(trigger)
+    assert event == {"status": "timeout", "message": "no lock held longer than 600 s"}
+    assert 1.0 < time.monotonic() - started < 10
