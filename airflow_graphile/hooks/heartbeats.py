@@ -60,6 +60,7 @@ class HeartbeatTableHook(PostgresHook):
 
         ``locker_ids=None`` returns every row.
 
+        One row per locker: with several rows for a locker, the newest beat counts.
         ``age_seconds`` is measured with the database's clock. ``details`` holds the
         row's other columns (host, pid, ...). A missing table is a retryable error, not
         "no heartbeats"; a table without ``id_column``, or whose ``time_column`` is not
@@ -76,12 +77,16 @@ class HeartbeatTableHook(PostgresHook):
                     found = cur.fetchone()
                     _check_table(found, schema, table, id_column, time_column)
                     cur.execute(
+                        # Several rows for one locker (a table without a key): the
+                        # newest counts, so an old row can never make a live one look dead.
                         sql.SQL(
-                            "select {id}::text as locker_id, {time} as last_beat_at, "
-                            "extract(epoch from now() - {time})::float8 as age_seconds, "
-                            "to_jsonb(h) - {id_name} - {time_name} as details "
-                            "from {table} as h "
-                            "where %(ids)s::text[] is null or {id}::text = any(%(ids)s::text[])"
+                            "select distinct on ({id}::text) {id}::text as locker_id,"
+                            " {time} as last_beat_at,"
+                            " extract(epoch from now() - {time})::float8 as age_seconds,"
+                            " to_jsonb(h) - {id_name} - {time_name} as details"
+                            " from {table} as h where {time} is not null and"
+                            " (%(ids)s::text[] is null or {id}::text = any(%(ids)s::text[]))"
+                            " order by {id}::text, {time} desc"
                         ).format(
                             id=sql.Identifier("h", id_column),
                             time=sql.Identifier("h", time_column),

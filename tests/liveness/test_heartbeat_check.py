@@ -82,6 +82,21 @@ def test_both_sides_of_dead_after(
     assert (verdict.dead_locker_ids == ["pool-x"]) is dead
 
 
+def test_several_rows_for_one_locker_read_as_the_newest(gw_db: GraphileDB) -> None:
+    """A table without a key may hold an old row beside the live one: the newest counts."""
+    gw_db.query(sql.SQL("create table public.beats (locker_id text, last_beat_at timestamptz)"))
+    now = datetime.now(timezone.utc)
+    for ago in (timedelta(seconds=1), timedelta(hours=2), None):
+        gw_db.query(
+            sql.SQL("insert into public.beats values ('pool-live', %s)"),
+            [None if ago is None else now - ago],
+        )
+    source = PostgresHeartbeatSource(gw_db.conn_id, table="beats")
+    verdict = HeartbeatCheck(source, dead_after=MINUTE).evaluate(["pool-live"])
+    assert verdict.dead == [] and [i["locker_id"] for i in verdict.alive] == ["pool-live"]
+    assert verdict.alive[0]["age_seconds"] < 30
+
+
 def test_missing_table_fails_the_check(gw_db: GraphileDB) -> None:
     check = HeartbeatCheck(PostgresHeartbeatSource(gw_db.conn_id, table="no_such_table"))
     with pytest.raises(HeartbeatSourceError, match="no_such_table does not exist"):
