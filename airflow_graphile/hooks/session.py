@@ -23,6 +23,7 @@ from psycopg import sql
 from airflow_graphile.exceptions import GraphileWorkerTimeoutError, GraphileWorkerTransientError
 from airflow_graphile.hooks import schema
 from airflow_graphile.hooks.schema import SchemaInfo
+from airflow_graphile.hooks.tables import Tables
 from airflow_graphile.validation import parse_duration
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def opening(timeouts: Timeouts, name: str, *, local: bool, server_version: int) 
         yield SET_CLIENT_CHECK, {"interval": CLIENT_CHECK_MS}
     found = yield schema.INSPECT, schema.inspect_params(name)
     schema.check_installed(name, found)
-    revision = yield schema.revision_statement(SchemaInfo(name, 0, "").tables), None
+    revision = yield schema.revision_statement(Tables(name)), None
     return schema.schema_info(name, found, revision)
 
 
@@ -211,9 +212,11 @@ def bounded(timeouts: Timeouts, what: str, progress: Callable[[], str]) -> Itera
                 f"{progress()} Use a smaller batch or a narrower filter, or raise "
                 "statement_timeout."
             ) from error
+        # The server's message is in English unless lc_messages says otherwise.
         raise GraphileWorkerTimeoutError(
-            f"{what}: the statement was cancelled (the task was stopped, or an administrator "
-            f"cancelled it). {progress()}"
+            f"{what}: the statement was cancelled (the task was stopped, an administrator "
+            f"cancelled it, or it reached statement_timeout "
+            f"{_seconds(timeouts.statement_timeout)}). {progress()}"
         ) from error
     except psycopg.OperationalError as error:
         raise GraphileWorkerTransientError(
