@@ -13,6 +13,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from airflow_graphile.heartbeats import PostgresHeartbeatSource
 from airflow_graphile.operators import (
     GraphileWorkerCleanupOperator,
     GraphileWorkerCompleteJobsOperator,
@@ -64,6 +65,14 @@ with DAG(
             "column: the pool id (pool-...) since Graphile Worker 0.17, the worker id "
             "(worker-...) on 0.16. ONLY for workers that are dead: a live worker's jobs "
             "would run twice.",
+        ),
+        "skip_liveness_check": Param(
+            False,
+            type="boolean",
+            title="Skip the liveness check (DANGER)",
+            description="For force_unlock: off, each locker's heartbeat is re-checked right "
+            "before the unlock and a live or silent one is left alone. On: unlock without any "
+            "check, for a worker you know is dead and that writes no heartbeats.",
         ),
         "reason": Param(
             None,
@@ -152,7 +161,11 @@ with DAG(
             **common,
         ),
         GraphileWorkerForceUnlockWorkersOperator(
-            task_id="force_unlock", locker_ids="{{ params.locker_ids }}", **common
+            task_id="force_unlock",
+            locker_ids="{{ params.locker_ids }}",
+            heartbeat_source=PostgresHeartbeatSource(conn_id=CONN_ID),
+            skip_liveness_check="{{ params.skip_liveness_check }}",
+            **common,
         ),
         GraphileWorkerCleanupOperator(
             task_id="cleanup", tasks="{{ params.cleanup_tasks }}", **common

@@ -41,10 +41,12 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
     Worker 0.16; since 0.17 the worker *pool* id (``pool-...``), not the ``worker-...``
     id its logs print.
 
-    With a ``heartbeat_source`` it re-checks, right before unlocking, that each id is
-    still dead, and spares every id whose heartbeat is fresh or missing (unless
-    ``missing_is_dead``). If the source fails, nothing is unlocked and the task fails
-    with a retryable error.
+    It re-checks, right before unlocking, that each id is still dead by its
+    ``heartbeat_source``, and spares every id whose heartbeat is fresh or missing
+    (unless ``missing_is_dead``). If the source fails, nothing is unlocked and the task
+    fails with a retryable error. Without a ``heartbeat_source`` it refuses to unlock
+    anything, unless ``skip_liveness_check`` is true: the one, explicit way to unlock
+    lockers whose death nothing checks (the log and the XCom say it was used).
 
     :param locker_ids: The locker ids to unlock (templated): a list, a string holding a
         JSON or Python list (as Jinja renders one), or one id. From a heartbeat check:
@@ -55,15 +57,18 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
     :param dead_after: Heartbeat age after which a locker is dead (timedelta or seconds;
         templated); default 60 s.
     :param missing_is_dead: Treat ids with no heartbeat as dead (templated).
+    :param skip_liveness_check: DANGER. Unlock the given ids without any liveness check
+        (templated). For a worker you know is dead and that writes no heartbeats.
     :param max_workers: Refuse, unlocking nothing and without retry, when more lockers
         than this are to be unlocked in one run: many "dead" workers at once more likely
         means the heartbeats stopped than that the workers died (templated). Default: no
         cap.
 
     Returns (XCom) ``{"function", "dry_run", "requested", "unlocked_job_ids",
-    "unlocked_queue_names", "by_locker", "held_nothing", "spared"}``; ``spared`` items
-    are the heartbeat re-check's (``{"locker_id", "last_beat_at", "age_seconds",
-    "evidence"}``).
+    "unlocked_queue_names", "by_locker", "held_nothing", "spared", "liveness_check"}``;
+    ``spared`` items are the heartbeat re-check's (``{"locker_id", "last_beat_at",
+    "age_seconds", "evidence"}``); ``liveness_check`` says how death was checked (the
+    source), or that ``skip_liveness_check`` skipped it.
     """
 
     template_fields: Sequence[str] = (
@@ -73,6 +78,7 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
         "dead_after",
         "missing_is_dead",
         "max_workers",
+        "skip_liveness_check",
     )
 
     def __init__(
@@ -83,6 +89,7 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
         dead_after: timedelta | float | str = DEFAULT_DEAD_AFTER,
         missing_is_dead: bool | str = False,
         max_workers: int | str | None = None,
+        skip_liveness_check: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,24 +98,43 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
         self.dead_after = dead_after
         self.missing_is_dead = missing_is_dead
         self.max_workers = max_workers
+        self.skip_liveness_check = skip_liveness_check
 
     def execute(self, context: Context) -> dict[str, Any]:
         locker_ids = read_locker_ids(self.locker_ids)
         max_workers = parse_max_workers(self.max_workers)
         dry_run = self.is_dry_run()
-        check = None
-        if self.heartbeat_source is not None:
+        skip_check = parse_bool(self.skip_liveness_check, "skip_liveness_check")
+        spared: list[dict[str, Any]] = []
+        if skip_check:
+            liveness = "skipped (skip_liveness_check=True)"
+            if locker_ids:
+                self.log.warning(
+                    "Unlocking %s WITHOUT a liveness check (skip_liveness_check=True): if any "
+                    "of them is alive, its jobs will run twice",
+                    short_list(locker_ids),
+                )
+        elif self.heartbeat_source is None:
+            if locker_ids:
+                raise GraphileWorkerInputError(
+                    f"force unlock of {short_list(locker_ids)} refused: nothing checks that "
+                    "these lockers are dead. Give heartbeat_source= (their death is then "
+                    "re-checked right before the unlock), or, only if you know they are "
+                    "dead, skip_liveness_check=True. Nothing was unlocked."
+                )
+            liveness = "none needed (no locker id)"
+        else:
             check = HeartbeatCheck(
                 self.heartbeat_source,
                 parse_duration(self.dead_after, "dead_after"),
                 parse_bool(self.missing_is_dead, "missing_is_dead"),
             )
-        spared: list[dict[str, Any]] = []
-        if locker_ids and check is not None:
-            verdict = check.evaluate(locker_ids)
-            self.log.info("Re-check before unlocking: %s", verdict.summary())
-            spared = [*verdict.alive, *verdict.unknown]
-            locker_ids = verdict.dead_locker_ids
+            liveness = f"heartbeats, {self.heartbeat_source.describe()}"
+            if locker_ids:
+                verdict = check.evaluate(locker_ids)
+                self.log.info("Re-check before unlocking: %s", verdict.summary())
+                spared = [*verdict.alive, *verdict.unknown]
+                locker_ids = verdict.dead_locker_ids
         if max_workers is not None and len(locker_ids) > max_workers:
             raise GraphileWorkerFatalError(
                 f"Refusing to unlock {len(locker_ids)} lockers in one run (max_workers="
@@ -125,4 +151,4 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerBaseOperator):
                 "Spared, not dead at the re-check: %s",
                 short_list([f"{s['locker_id']} ({s['evidence']})" for s in spared]),
             )
-        return {**report.to_xcom(), "spared": spared}
+        return {**report.to_xcom(), "spared": spared, "liveness_check": liveness}

@@ -38,6 +38,8 @@ PARAMS: dict[str, Any] = {
     "batch_size": 2000,
     "thresholds": {},
     "statement_timeout": None,
+    # These DAGs test the unlock itself; the liveness check is tested in tests/liveness.
+    "skip_liveness_check": True,
 }
 
 
@@ -81,7 +83,10 @@ for style, native in (("native", True), ("text", False)):
 
     with _dag(f"gw_test_force_unlock_{style}", native):
         GraphileWorkerForceUnlockWorkersOperator(
-            task_id="force_unlock", locker_ids="{{ params.locker_ids }}", **COMMON
+            task_id="force_unlock",
+            locker_ids="{{ params.locker_ids }}",
+            skip_liveness_check="{{ params.skip_liveness_check }}",
+            **COMMON,
         )
 
     with _dag(f"gw_test_cleanup_{style}", native):

@@ -43,7 +43,7 @@ def test_dry_run_is_the_default_and_changes_nothing(
 
 
 def test_each_action_applies_when_dry_run_is_off(
-    gw_db: GraphileDB, admin: Callable[..., DagRunResult]
+    gw_db: GraphileDB, admin: Callable[..., DagRunResult], heartbeats: Callable[..., None]
 ) -> None:
     s = make_selection_of_jobs(gw_db)
 
@@ -74,13 +74,40 @@ def test_each_action_applies_when_dry_run_is_off(
         3,
     )
 
+    # force_unlock re-checks heartbeats: the dead locker is unlocked, a live one (fresh
+    # heartbeat) and a silent one (none) are left alone, unless the override is used.
     crashed = gw_db.add_job("job3", queue="billing")
     lock_job(gw_db, crashed, "pool-dead", ago=timedelta(minutes=9))
+    running = gw_db.add_job("job3", queue="reports")
+    lock_job(gw_db, running, "pool-live", ago=timedelta(minutes=9))
+    silent = gw_db.add_job("job3")
+    lock_job(gw_db, silent, "pool-silent", ago=timedelta(minutes=9))
+    heartbeats("pool-dead", ago=timedelta(minutes=9))
+    heartbeats("pool-live")
     unlocked = _only(
-        admin(action="force_unlock", locker_ids=["pool-dead"], dry_run=False), "force_unlock"
+        admin(
+            action="force_unlock",
+            locker_ids=["pool-dead", "pool-live", "pool-silent"],
+            dry_run=False,
+        ),
+        "force_unlock",
     )
     assert unlocked["unlocked_job_ids"] == [crashed]
     assert unlocked["unlocked_queue_names"] == ["billing"]
+    assert sorted(s["locker_id"] for s in unlocked["spared"]) == ["pool-live", "pool-silent"]
+    assert unlocked["liveness_check"].startswith("heartbeats, table public.")
+    assert gw_db.jobs()[running]["locked_by"] == "pool-live"
+    overridden = _only(
+        admin(
+            action="force_unlock",
+            locker_ids=["pool-silent"],
+            skip_liveness_check=True,
+            dry_run=False,
+        ),
+        "force_unlock",
+    )
+    assert overridden["unlocked_job_ids"] == [silent]
+    assert overridden["liveness_check"] == "skipped (skip_liveness_check=True)"
 
     cleaned = _only(admin(action="cleanup", dry_run=False), "cleanup")
     assert cleaned["removed"]["DELETE_PERMAFAILED_JOBS"] == 2  # the selection's and job 2
