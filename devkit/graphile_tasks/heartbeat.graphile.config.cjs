@@ -4,7 +4,7 @@
 // devkit/graphile.py). The preset is the one the plugin's own tests use, with
 // its options from the environment: HEARTBEAT_SCHEMA (default public),
 // HEARTBEAT_TABLE (default graphile_worker_heartbeats), HEARTBEAT_INTERVAL_MS
-// (default 10000). The worker settings of those tests are left out.
+// (default 1000). The worker settings of those tests are left out.
 const { extends: presets } = require("../../worker-plugin/fixtures/graphile.config.cjs");
 
 module.exports = { extends: presets };

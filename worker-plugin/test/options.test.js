@@ -15,7 +15,7 @@ describe("options and helpers", () => {
     assert.deepEqual(plugin.DEFAULTS, {
       schema: "public",
       table: "graphile_worker_heartbeats",
-      intervalMs: 10000,
+      intervalMs: 1000,
     });
   });
 
