@@ -36,6 +36,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_graphile.operators.permanently_fail_jobs",
                     "airflow_graphile.operators.reschedule_jobs",
                     "airflow_graphile.operators.force_unlock_workers",
+                    "airflow_graphile.operators.rescue",
                     "airflow_graphile.operators.cleanup",
                     "airflow_graphile.operators.heartbeat_check",
                     "airflow_graphile.operators.queue_stats",
@@ -51,7 +52,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Graphile Worker",
-                "python-modules": ["airflow_graphile.triggers.stuck_locks"],
+                "python-modules": [
+                    "airflow_graphile.triggers.stuck_locks",
+                    "airflow_graphile.triggers.dead_lockers",
+                ],
             }
         ],
         "connection-types": [

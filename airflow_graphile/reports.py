@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_graphile.liveness import Verdict
+
 # Why a job asked for was not changed.
 SKIP_LOCKED = "locked"
 SKIP_UNKNOWN = "unknown"
@@ -140,6 +142,85 @@ class UnlockReport:
             lines.append(f"  held no locks: {short_list(self.idle_lockers)}")
         if self.hint:
             lines.append(f"  note: {self.hint}")
+        return "\n".join(lines)
+
+
+@dataclass
+class RescueReport:
+    """One rescue: every locker's verdict, and what was unlocked, given back or failed.
+
+    ``held`` is set instead of ``unlock`` when more lockers were dead than allowed at
+    once (nothing changed: a person decides). ``pro_tables`` non-empty: Graphile Worker
+    Pro was found and, unless told otherwise, the rescue left everything to its sweeper.
+    """
+
+    dry_run: bool = False
+    override: bool = False
+    liveness: str = ""
+    verdicts: list[Verdict] = field(default_factory=list)
+    held: list[Verdict] = field(default_factory=list)
+    unlock: UnlockReport | None = None
+    given_back: list[int] = field(default_factory=list)
+    poisoned: list[int] = field(default_factory=list)
+    pro_tables: list[str] = field(default_factory=list)
+    clock_enforced: bool | None = None
+
+    def of_state(self, state: str) -> list[Verdict]:
+        return [v for v in self.verdicts if v.state == state]
+
+    @property
+    def left_to_pro(self) -> bool:
+        return bool(self.pro_tables) and not self.verdicts
+
+    def to_xcom(self) -> dict[str, Any]:
+        unlock = (self.unlock or UnlockReport(requested=[], dry_run=self.dry_run)).to_xcom()
+        return {
+            **unlock,
+            "function": "rescue",
+            "liveness_check": self.liveness,
+            "override_used": self.override,
+            "dead": [v.to_xcom() for v in self.of_state("dead")],
+            "spared": [v.to_xcom() for v in self.verdicts if v.state != "dead"],
+            "held_for_approval": [v.to_xcom() for v in self.held],
+            "given_back_job_ids": sorted(self.given_back),
+            "poisoned_job_ids": sorted(self.poisoned),
+            "graphile_worker_pro": self.pro_tables,
+            "clock_enforced": self.clock_enforced,
+        }
+
+    def summary(self) -> str:
+        if self.left_to_pro:
+            return (
+                f"Graphile Worker Pro found ({', '.join(self.pro_tables)}): its own sweeper "
+                "recovers dead workers' jobs, so this rescue changed nothing (ignore_pro=True "
+                "to act anyway)"
+            )
+        lines = [f"liveness: {self.liveness}"]
+        for v in self.verdicts:
+            lines.append(f"  {v.locker_id}: {v.state} [{v.evidence}] {v.reason}")
+        if self.held:
+            lines.append(
+                f"{len(self.held)} lockers dead at once, more than max_workers: nothing was "
+                "unlocked; a person must decide"
+            )
+        if self.unlock is not None:
+            lines.append(self.unlock.summary())
+        verb = "would be" if self.dry_run else "were"
+        if self.given_back:
+            lines.append(
+                f"attempts given back (the crash used them) {verb}: "
+                + short_list(sorted(self.given_back))
+            )
+        if self.poisoned:
+            lines.append(
+                f"permanently failed {verb}, their worker died under them too often: "
+                f"{short_list(sorted(self.poisoned))}"
+            )
+        if self.clock_enforced is False:
+            lines.append(
+                "note: the heartbeat table does not enforce the database clock (start a worker "
+                "with airflow-graphile-heartbeat >= 0.2 to add its trigger)"
+            )
         return "\n".join(lines)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from airflow_graphile.heartbeats import PostgresHeartbeatSource
 from airflow_graphile.operators import (
     GraphileWorkerCleanupOperator,
     GraphileWorkerCompleteJobsOperator,
@@ -70,9 +69,10 @@ with DAG(
             False,
             type="boolean",
             title="Skip the liveness check (DANGER)",
-            description="For force_unlock: off, each locker's heartbeat is re-checked right "
-            "before the unlock and a live or silent one is left alone. On: unlock without any "
-            "check, for a worker you know is dead and that writes no heartbeats.",
+            description="For force_unlock: off, each locker is judged by the liveness rule in "
+            "the unlock's own transaction (its lease and heartbeat) and a live or silent one is "
+            "left alone. On: unlock whatever the rule says, for a worker you know is dead and "
+            "that writes no heartbeats.",
         ),
         "reason": Param(
             None,
@@ -163,7 +163,6 @@ with DAG(
         GraphileWorkerForceUnlockWorkersOperator(
             task_id="force_unlock",
             locker_ids="{{ params.locker_ids }}",
-            heartbeat_source=PostgresHeartbeatSource(conn_id=CONN_ID),
             skip_liveness_check="{{ params.skip_liveness_check }}",
             **common,
         ),

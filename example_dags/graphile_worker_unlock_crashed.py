@@ -5,13 +5,17 @@ and Graphile Worker frees them only after 4 hours. Every minute this DAG:
 
 1. waits (in the triggerer) for locks held longer than ``stuck_after_seconds``;
 2. asks the heartbeat table which of their holders are dead;
-3. force-unlocks only those, re-checking each heartbeat just before, and at most
-   ``max_workers`` of them in one run;
+3. force-unlocks only those the liveness rule finds dead in the unlock's own
+   transaction (lease free and silent, or without a lease a heartbeat older than
+   ``dead_after``), at most ``max_workers`` of them in one run, giving back the attempt
+   the crash used;
 4. reports what it released.
 
 Needs the ``airflow-graphile-heartbeat`` plugin in every worker (``worker-plugin/`` in
-this repository): it writes ``public.graphile_worker_heartbeats`` every 10 seconds.
-A worker without heartbeats is reported, never unlocked.
+this repository): it holds a lease per locker and writes
+``public.graphile_worker_heartbeats`` every second. A worker without heartbeats is
+reported, never unlocked. With a triggerer, ``graphile_worker_rescue`` does the same
+seconds after a worker dies, and runs only then.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from airflow_graphile.sensors import GraphileWorkerStuckLocksSensor
 CONN_ID = "graphile_worker_default"  # the database Graphile Worker uses
 CHECK_EVERY = timedelta(minutes=1)  # how often a run starts
 STUCK_AFTER = timedelta(minutes=1)  # a lock this old gets its holder's heartbeat checked
-DEAD_AFTER = timedelta(seconds=60)  # no heartbeat this long = dead (workers beat every 10 s)
+DEAD_AFTER = timedelta(seconds=60)  # no heartbeat this long = dead (without a lease)
 MAX_WORKERS = 3  # more dead workers than this at once: unlock nothing, fail, alert a human
 # [END unlock_crashed_settings]
 
@@ -75,7 +79,6 @@ with DAG(
         task_id="force_unlock_dead_workers",
         graphile_worker_conn_id=CONN_ID,
         locker_ids=check.output["dead_locker_ids"],  # a list of locker ids
-        heartbeat_source=heartbeats,
         dead_after="{{ params.dead_after_seconds }}",
         max_workers="{{ params.max_workers }}",
     )

@@ -8,15 +8,24 @@ and handing the work to the module of that concern beside it (see README,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.filters import DEFAULT_BATCH_SIZE, parse_job_filter
-from airflow_graphile.hooks import bulk, job_functions, stats, stuck_locks, unlock
+from airflow_graphile.hooks import bulk, job_functions, rescue, stats, stuck_locks, unlock
 from airflow_graphile.hooks import cleanup as cleanup_sql
 from airflow_graphile.hooks.connection import GraphileWorkerConnection, optional_duration
 from airflow_graphile.hooks.session import bounded, with_lock_retries
-from airflow_graphile.reports import BulkReport, CleanupReport, JobsReport, UnlockReport
+from airflow_graphile.liveness import DEFAULT_MAX_CRASHES, DEFAULT_RULE, LivenessRule, Verdict
+from airflow_graphile.reports import (
+    BulkReport,
+    CleanupReport,
+    JobsReport,
+    RescueReport,
+    UnlockReport,
+)
 from airflow_graphile.validation import (
     parse_batch_size,
     parse_bool,
@@ -250,6 +259,103 @@ class GraphileWorkerHook(GraphileWorkerConnection):
         ):
             unlock.force_unlock(tx, report)
         return report
+
+    def rescue_dead_lockers(
+        self,
+        locker_ids: Any = None,
+        *,
+        heartbeat_table: rescue.HeartbeatTable | str = rescue.DEFAULT_TABLE,
+        rule: LivenessRule = DEFAULT_RULE,
+        trusted_writers: Any = (),
+        outside_dead: Mapping[str, str] | None = None,
+        skip_liveness_check: bool | str = False,
+        ignore_pro: bool | str = False,
+        max_workers: int | None = None,
+        max_crashes: int = DEFAULT_MAX_CRASHES,
+        dry_run: bool = False,
+    ) -> RescueReport:
+        """Unlock the jobs and queues of dead lockers, judged by the liveness rule.
+
+        In one transaction: take each locker's lease if it is free and row-lock its
+        heartbeat row (so neither can change before the commit), judge it by ``rule``
+        (see :mod:`airflow_graphile.liveness`), and for the dead ones: give back the
+        attempt the crash used (``last_error`` says which locker died and when), or
+        permanently fail a job whose worker died under it ``max_crashes`` times in a row;
+        release their job and queue locks with ``force_unlock_workers``; delete their
+        heartbeat rows; wake idle workers. ``locker_ids=None`` judges every locker in the
+        heartbeat table. ``outside_dead`` (locker id -> why) are lockers a heartbeat
+        source elsewhere found dead: used only for lockers the table knows nothing of and
+        whose lease is free, as weaker evidence.
+
+        Changes nothing (and says so) when more than ``max_workers`` lockers are dead at
+        once (``held``), or when Graphile Worker Pro is installed (its sweeper does this;
+        ``ignore_pro=True`` to act anyway). ``skip_liveness_check=True`` unlocks the given
+        ids whatever the rule says (reported). The heartbeat table must not be writable by
+        roles other than its owner and ``trusted_writers``: otherwise
+        :class:`GraphileWorkerFatalError` naming them, and nothing changes.
+        """
+        ids = None if locker_ids is None else parse_locker_ids(locker_ids)
+        table = rescue.HeartbeatTable.parse(heartbeat_table)
+        trusted = parse_identifiers(trusted_writers, "trusted_writers")
+        override = parse_bool(skip_liveness_check, "skip_liveness_check")
+        if override and ids is None:
+            raise GraphileWorkerInputError(
+                "skip_liveness_check: True needs the locker ids to unlock (locker_ids); it "
+                "never applies to every locker at once. Nothing was changed."
+            )
+        report = RescueReport(
+            dry_run=dry_run,
+            override=override,
+            liveness=(
+                "skipped (skip_liveness_check=True)"
+                if override
+                else f"lease + heartbeat in {table} (grace {rule.grace.total_seconds():g} s; "
+                f"without a lease: dead after {rule.dead_after.total_seconds():g} s)"
+            ),
+        )
+        if ids == []:
+            return report
+        what = "rescue of dead lockers"
+        with (
+            bounded(self.timeouts, what, lambda: NOTHING_CHANGED),
+            self.transaction(read_only=dry_run) as tx,
+        ):
+            now = tx.one(rescue.NOW)["now"]
+            rescue.rescue(
+                tx,
+                report,
+                table=table,
+                rule=rule,
+                trusted_writers=trusted,
+                requested=ids,
+                outside_dead=outside_dead or {},
+                override=override,
+                ignore_pro=parse_bool(ignore_pro, "ignore_pro"),
+                max_workers=max_workers,
+                max_crashes=max_crashes,
+                now=now,
+            )
+        return report
+
+    async def afind_dead_lockers(
+        self, table: rescue.HeartbeatTable, rule: LivenessRule
+    ) -> list[Verdict]:
+        """Judge every locker of the heartbeat table without taking anything (triggers).
+
+        Reads the heartbeat table and the server's lock table only, never the jobs table,
+        so its cost does not grow with the queue. A free lease here is a hint: the
+        rescue re-judges, holding the lease, before it changes anything.
+        """
+        connection = await self._aresolve()
+        with bounded(self.timeouts, "dead-locker check", lambda: READ_ONLY):
+            async with self.async_transaction(connection) as (cur, info):
+                await cur.execute(rescue.INSPECT, rescue.inspect_params(table, [], info.schema))
+                found = await cur.fetchone()
+                if not found or not found["present"]:
+                    return []
+                await cur.execute(*rescue.poll_statement(table, found))
+                rows = await cur.fetchall()
+        return [rescue.judge_polled(row, rule) for row in rows]
 
     # --- stuck locks -----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from airflow_graphile.operators.permanently_fail_jobs import (
 )
 from airflow_graphile.operators.queue_stats import GraphileWorkerQueueStatsOperator
 from airflow_graphile.operators.reschedule_jobs import GraphileWorkerRescheduleJobsOperator
+from airflow_graphile.operators.rescue import GraphileWorkerRescueDeadWorkersOperator
 
 __all__ = [
     "GraphileWorkerCleanupOperator",
@@ -20,4 +21,5 @@ __all__ = [
     "GraphileWorkerPermanentlyFailJobsOperator",
     "GraphileWorkerQueueStatsOperator",
     "GraphileWorkerRescheduleJobsOperator",
+    "GraphileWorkerRescueDeadWorkersOperator",
 ]

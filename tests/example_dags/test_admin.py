@@ -95,7 +95,7 @@ def test_each_action_applies_when_dry_run_is_off(
     assert unlocked["unlocked_job_ids"] == [crashed]
     assert unlocked["unlocked_queue_names"] == ["billing"]
     assert sorted(s["locker_id"] for s in unlocked["spared"]) == ["pool-live", "pool-silent"]
-    assert unlocked["liveness_check"].startswith("heartbeats, table public.")
+    assert unlocked["liveness_check"].startswith("lease + heartbeat in public.")
     assert gw_db.jobs()[running]["locked_by"] == "pool-live"
     overridden = _only(
         admin(

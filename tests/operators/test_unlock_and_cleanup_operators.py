@@ -89,23 +89,19 @@ def test_force_unlock_bad_ids_change_nothing(gw_db: GraphileDB, bad: object) -> 
     assert snapshot(gw_db) == before
 
 
-def test_force_unlock_without_a_liveness_check_is_refused(
+def test_force_unlock_spares_a_locker_nothing_says_is_dead(
     gw_db: GraphileDB, run_dag: Callable[..., DagRunResult]
 ) -> None:
-    """No heartbeat source and no explicit override: nothing is unlocked, no retry."""
+    """No lease free with a silent heartbeat, no old heartbeat: spared, nothing changes."""
     _two_crashed_pools(gw_db)
     before = snapshot(gw_db)
     conf = {"conn_id": gw_db.conn_id, "locker_ids": ["pool-alive"], "skip_liveness_check": False}
     result = run_dag("gw_test_force_unlock_native", conf)
-    assert result.task_states["force_unlock"] == "failed"
-    assert result.tries["force_unlock"] == 1
-    assert snapshot(gw_db) == before
-
-    operator = GraphileWorkerForceUnlockWorkersOperator(
-        task_id="t", graphile_worker_conn_id=gw_db.conn_id, locker_ids=["pool-alive"]
-    )
-    with pytest.raises(GraphileWorkerInputError, match="skip_liveness_check=True"):
-        operator.execute({})  # type: ignore[arg-type]
+    assert result.state == "success"
+    xcom = result.xcom["force_unlock"]
+    assert xcom["unlocked_job_ids"] == []
+    assert [(s["locker_id"], s["state"]) for s in xcom["spared"]] == [("pool-alive", "unknown")]
+    assert xcom["override_used"] is False
     assert snapshot(gw_db) == before
 
 
@@ -116,6 +112,7 @@ def test_force_unlock_override_is_named_in_the_xcom(
     conf = {"conn_id": gw_db.conn_id, "locker_ids": ["pool-dead"], "skip_liveness_check": True}
     xcom = run_dag("gw_test_force_unlock_native", conf).xcom["force_unlock"]
     assert xcom["liveness_check"] == "skipped (skip_liveness_check=True)"
+    assert xcom["override_used"] is True
     assert xcom["unlocked_job_ids"] == sorted([jobs["dead_a"], jobs["dead_b"]])
 
 
