@@ -73,7 +73,7 @@ FLOOR_VENV := .venv-floor
 FLOOR_PINS := apache-airflow==3.2.0 apache-airflow-providers-postgres==6.3.0 'fastapi<0.137'
 FLOOR_GW := 0.18.0
 FLOOR_TESTS := tests/unit tests/hooks tests/operators/test_complete_jobs_operator.py \
-	tests/liveness/test_stuck_locks_trigger.py
+	tests/liveness/test_stuck_locks_trigger.py tests/liveness/test_dead_lockers_trigger.py
 
 .PHONY: test-floor
 test-floor: $(FLOOR_VENV)/.installed node

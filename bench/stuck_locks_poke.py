@@ -25,6 +25,11 @@ Run from the repository root: ``.venv/bin/python -m bench.stuck_locks_poke [--jo
        ``poke_interval``;
    (c) the bare query alone, on an open connection;
 
+   (d) one poll of the dead-locker watcher (the event trigger of the rescue DAG) on its
+       open session, with a heartbeat row per locker pool, and (e) opening that session
+       plus its first poll: it reads the heartbeat table and pg_locks, never the jobs
+       table, so it should not grow with the queue (target: under 10 ms);
+
    then again (a)-(c) after ``CREATE INDEX CONCURRENTLY ... (locked_at) WHERE locked_at
    IS NOT NULL`` on ``_private_jobs``, an optional index that Graphile Worker does not
    create. It prints ``EXPLAIN (ANALYZE, BUFFERS)`` of the query without and with the
@@ -149,6 +154,62 @@ def measure(dsn: str, repeat: int, warmup: int) -> dict[str, tuple[Summary, obje
         )
 
 
+WATCH_TARGET_MS = 10.0
+HEARTBEATS = "public.graphile_worker_heartbeats"
+
+
+def add_heartbeats(dsn: str) -> int:
+    """The worker plugin's table with a row per locker pool, as its workers keep it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "create table public.graphile_worker_heartbeats (locker_id text primary key,"
+            " host text not null, pid integer not null, started_at timestamptz not null"
+            " default now(), last_beat_at timestamptz not null,"
+            " lease boolean not null default false)"
+        )
+        conn.execute(
+            "insert into public.graphile_worker_heartbeats (locker_id, host, pid, last_beat_at,"
+            " lease) select distinct locked_by, 'bench', 1, now(), true"
+            f" from {SCHEMA}._private_jobs where locked_by is not null"
+        )
+        row = conn.execute("select count(*) from public.graphile_worker_heartbeats").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def measure_watch(repeat: int, warmup: int) -> dict[str, Summary]:
+    """(d) one poll of the dead-locker watcher on its open session, (e) opening it too."""
+    import asyncio
+
+    from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+    from airflow_graphile.hooks.rescue import HeartbeatTable
+    from airflow_graphile.liveness import DEFAULT_RULE
+
+    table = HeartbeatTable.parse(HEARTBEATS)
+
+    async def run() -> dict[str, Summary]:
+        hook = GraphileWorkerHook(graphile_worker_conn_id=CONN_ID)
+        polls: list[float] = []
+        opens: list[float] = []
+        for round_ in range(warmup + repeat):
+            started = time.perf_counter()
+            async with hook.watch_dead_lockers(table, DEFAULT_RULE) as poll:
+                opened = time.perf_counter()
+                verdicts = await poll()
+                polled = time.perf_counter()
+                assert verdicts, "the watcher saw no locker"
+                for _ in range(4):  # more polls on the same session, as the trigger does
+                    again = time.perf_counter()
+                    await poll()
+                    if round_ >= warmup:
+                        polls.append((time.perf_counter() - again) * 1000)
+            if round_ >= warmup:
+                opens.append((opened - started + polled - opened) * 1000)
+        return {"poll": Summary.of(polls), "open": Summary.of(opens)}
+
+    return asyncio.run(run())
+
+
 def explain_poke(dsn: str) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of the stuck-locks query."""
     from airflow_graphile.hooks import stuck_locks
@@ -224,6 +285,8 @@ def run(args: argparse.Namespace, stack: ExitStack) -> None:
         f"{sum(len(item['queue_names']) for item in lockers)} queues"
     )
     plan_without = explain_poke(dsn)
+    beating = add_heartbeats(dsn)
+    watch = measure_watch(args.repeat, args.warmup)
     build_seconds, index_size = create_locked_at_index(dsn)
     stack.callback(drop_locked_at_index, dsn)
     with_index = measure(dsn, args.repeat, args.warmup)
@@ -262,6 +325,22 @@ def run(args: argparse.Namespace, stack: ExitStack) -> None:
         f"(median {plain['query'][0].median:.1f} -> {with_index['query'][0].median:.1f} ms). "
         "It was dropped again."
     )
+    say()
+    say(
+        f"RESULT  the dead-locker watcher (GraphileWorkerDeadLockersTrigger), {beating} lockers "
+        f"in {HEARTBEATS}, {args.jobs:,} jobs, no index"
+    )
+    say(f"  {'':<48} {'median':>8} {'p90':>8} {'min':>8} {'max':>8}   <{WATCH_TARGET_MS:.0f} ms?")
+    for key, label in {
+        "poll": "(d) one poll on its open session (each second)",
+        "open": "(e) open the session + first poll (after an error)",
+    }.items():
+        summary = watch[key]
+        verdict = "yes" if summary.median < WATCH_TARGET_MS else "NO"
+        say(
+            f"  {label:<48} {summary.median:>8.2f} {summary.p90:>8.2f} "
+            f"{summary.minimum:>8.2f} {summary.maximum:>8.2f}   {verdict}"
+        )
     say("  Spread: other work may run on this machine; compare medians, and read p90/max as noise.")
 
 

@@ -147,8 +147,9 @@ class WorkerProcess:
 
     With `heartbeat=True` the worker loads the heartbeat plugin (worker-plugin/) through
     `-C graphile_tasks/heartbeat.graphile.config.cjs`: it creates
-    `heartbeat_schema.heartbeat_table` if needed, upserts one row per locker id (the id
-    in `locked_by`) every `heartbeat_interval_ms`, and deletes it on a graceful stop.
+    `heartbeat_schema.heartbeat_table` if needed, holds a lease (an advisory lock) per
+    locker id (the id in `locked_by`) on a connection of its own, beats its row every
+    `heartbeat_interval_ms` from a thread, and deletes it on a graceful stop.
     """
 
     def __init__(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from psycopg import sql
@@ -30,6 +31,9 @@ from devkit.postgres import (
 )
 from devkit.process import log
 from devkit.versions import VERSIONS
+
+if TYPE_CHECKING:
+    from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
 
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-graphile-home-"))
 atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
@@ -115,3 +119,11 @@ def heartbeats(gw_db: GraphileDB) -> Callable[..., None]:
         )
 
     return beat
+
+
+@pytest.fixture
+def hook(gw_db: GraphileDB) -> GraphileWorkerHook:
+    """The hook, on the test database's connection."""
+    from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+
+    return GraphileWorkerHook(graphile_worker_conn_id=gw_db.conn_id)

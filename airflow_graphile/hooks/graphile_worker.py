@@ -8,7 +8,8 @@ and handing the work to the module of that concern beside it (see README,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -337,25 +338,33 @@ class GraphileWorkerHook(GraphileWorkerConnection):
             )
         return report
 
-    async def afind_dead_lockers(
+    @asynccontextmanager
+    async def watch_dead_lockers(
         self, table: rescue.HeartbeatTable, rule: LivenessRule
-    ) -> list[Verdict]:
-        """Judge every locker of the heartbeat table without taking anything (triggers).
+    ) -> AsyncIterator[Callable[[], Awaitable[list[Verdict]]]]:
+        """Open one read-only session; yield ``poll()``, which judges every locker (triggers).
 
-        Reads the heartbeat table and the server's lock table only, never the jobs table,
-        so its cost does not grow with the queue. A free lease here is a hint: the
-        rescue re-judges, holding the lease, before it changes anything.
+        ``poll()`` reads the heartbeat table and the server's lock table only, never the
+        jobs table, so its cost does not grow with the queue, and takes nothing: a free
+        lease here is a hint, which the rescue re-judges holding the lease before it
+        changes anything. The session stays open between polls; an error (a lost
+        connection, a timeout) ends it, and the caller opens a new one.
         """
         connection = await self._aresolve()
-        with bounded(self.timeouts, "dead-locker check", lambda: READ_ONLY):
-            async with self.async_transaction(connection) as (cur, info):
-                await cur.execute(rescue.INSPECT, rescue.inspect_params(table, [], info.schema))
-                found = await cur.fetchone()
-                if not found or not found["present"]:
-                    return []
-                await cur.execute(*rescue.poll_statement(table, found))
-                rows = await cur.fetchall()
-        return [rescue.judge_polled(row, rule) for row in rows]
+        async with self.async_transaction(connection) as (cur, info):
+
+            async def poll() -> list[Verdict]:
+                with bounded(self.timeouts, "dead-locker check", lambda: READ_ONLY):
+                    params = rescue.inspect_params(table, [], info.schema)
+                    await cur.execute(rescue.INSPECT, params)
+                    found = await cur.fetchone()
+                    if not found or not found["present"]:
+                        return []
+                    await cur.execute(*rescue.poll_statement(table, found))
+                    rows = await cur.fetchall()
+                return [rescue.judge_polled(row, rule) for row in rows]
+
+            yield poll
 
     # --- stuck locks -----------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from airflow_graphile.liveness import DEAD, DEFAULT_DEAD_AFTER, DEFAULT_GRACE, LivenessRule
+from airflow_graphile.liveness import DEAD, DEFAULT_DEAD_AFTER, DEFAULT_GRACE, LivenessRule, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ class GraphileWorkerDeadLockersTrigger(BaseEventTrigger):
 
     Fires ``{"dead_locker_ids": [...], "dead": [verdicts]}`` when a locker becomes dead,
     once per locker and last beat (again after ``refire_after_seconds`` if it is still
-    dead, e.g. the rescue failed). A failing poll is logged and retried; the watcher
-    never stops on its own.
+    dead, e.g. the rescue failed). It keeps one read-only session open between polls. A
+    failing poll is logged and retried on a new session after 5 s; the watcher never
+    stops on its own.
 
     :param graphile_worker_conn_id: Airflow connection to Graphile Worker's database.
     :param heartbeat_table: The worker plugin's table, ``"schema.table"``.
@@ -85,38 +86,36 @@ class GraphileWorkerDeadLockersTrigger(BaseEventTrigger):
             graphile_worker_conn_id=self.graphile_worker_conn_id, worker_schema=self.worker_schema
         )
         fired: dict[tuple[str, str | None], float] = {}
-        failing = False
         while True:
             try:
-                verdicts = await hook.afind_dead_lockers(table, rule)
+                async with hook.watch_dead_lockers(table, rule) as poll:
+                    while True:
+                        dead = [v for v in await poll() if v.state == DEAD]
+                        new, fired = self._new(dead, fired, time.monotonic())
+                        if new:
+                            log.info("Dead lockers: %s", ", ".join(v.locker_id for v in new))
+                            yield TriggerEvent(
+                                {
+                                    "dead_locker_ids": [v.locker_id for v in new],
+                                    "dead": [v.to_xcom() for v in new],
+                                }
+                            )
+                        await asyncio.sleep(self.poll_interval)
             except Exception as error:  # a watcher must outlive a database outage
-                if not failing:
-                    log.warning("Dead-locker check failed, retrying: %s", error)
-                failing = True
+                log.warning("Dead-locker check failed, retrying in 5 s: %s", error)
                 await asyncio.sleep(max(self.poll_interval, 5.0))
-                continue
-            if failing:
-                log.info("Dead-locker check works again")
-                failing = False
-            now = time.monotonic()
-            dead = [v for v in verdicts if v.state == DEAD]
-            # Forget what is no longer dead (rescued, or alive again).
-            current = {(v.locker_id, v.last_beat_at) for v in dead}
-            fired = {key: at for key, at in fired.items() if key in current}
-            new = [
-                v
-                for v in dead
-                if now - fired.get((v.locker_id, v.last_beat_at), -1e18)
-                >= self.refire_after_seconds
-            ]
-            if new:
-                for v in new:
-                    fired[(v.locker_id, v.last_beat_at)] = now
-                log.info("Dead lockers: %s", ", ".join(v.locker_id for v in new))
-                yield TriggerEvent(
-                    {
-                        "dead_locker_ids": [v.locker_id for v in new],
-                        "dead": [v.to_xcom() for v in new],
-                    }
-                )
-            await asyncio.sleep(self.poll_interval)
+
+    def _new(
+        self, dead: list[Verdict], fired: dict[tuple[str, str | None], float], now: float
+    ) -> tuple[list[Verdict], dict[tuple[str, str | None], float]]:
+        """The dead lockers to report now, and what has been reported (and still holds)."""
+        current = {(v.locker_id, v.last_beat_at) for v in dead}
+        fired = {key: at for key, at in fired.items() if key in current}
+        new = [
+            v
+            for v in dead
+            if now - fired.get((v.locker_id, v.last_beat_at), -1e18) >= self.refire_after_seconds
+        ]
+        for v in new:
+            fired[(v.locker_id, v.last_beat_at)] = now
+        return new, fired

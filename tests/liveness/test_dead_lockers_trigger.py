@@ -50,18 +50,20 @@ def test_fires_once_for_a_killed_worker_never_for_a_busy_one(gw_db: GraphileDB) 
             heartbeat_interval_ms=1000,
         )
 
-    with worker() as busy, worker() as doomed:
+    with worker() as busy:
         busy_job = gw_db.add_job("busy", {"seconds": 15}, queue="a")
-        doomed_job = gw_db.add_job("sleep", {"ms": 600_000}, queue="b")
-        busy_id, doomed_id = gw_db.wait_locked(busy_job), gw_db.wait_locked(doomed_job)
-        busy.wait(lambda: {busy_id, doomed_id} <= set(gw_db.heartbeats()), 15, "heartbeats")
-        trigger = GraphileWorkerDeadLockersTrigger(gw_db.conn_id, poll_interval=0.2)
-        assert _events(trigger, 2) == []  # all healthy: nothing fires
-        killed_at = time.monotonic()
-        doomed.kill()
-        events = _events(trigger, 8)
-        assert [e["dead_locker_ids"] for e in events] == [[doomed_id]]  # once, not every poll
-        assert events[0]["dead"][0]["evidence"] == "lease"
-        json.dumps(events)
-        assert time.monotonic() - killed_at < 12
-        assert busy.running()
+        busy_id = gw_db.wait_locked(busy_job)
+        with worker() as doomed:
+            doomed_job = gw_db.add_job("sleep", {"ms": 600_000}, queue="b")
+            doomed_id = gw_db.wait_locked(doomed_job)
+            busy.wait(lambda: {busy_id, doomed_id} <= set(gw_db.heartbeats()), 15, "heartbeats")
+            trigger = GraphileWorkerDeadLockersTrigger(gw_db.conn_id, poll_interval=0.2)
+            assert _events(trigger, 2) == []  # all healthy: nothing fires
+            killed_at = time.monotonic()
+            doomed.kill()
+            events = _events(trigger, 8)
+            assert [e["dead_locker_ids"] for e in events] == [[doomed_id]]  # once, not every poll
+            assert events[0]["dead"][0]["evidence"] == "lease"
+            json.dumps(events)
+            assert time.monotonic() - killed_at < 12
+            assert busy.running()

@@ -61,11 +61,6 @@ def _dead(report: RescueReport) -> set[str]:
 
 
 @pytest.fixture
-def hook(gw_db: GraphileDB) -> GraphileWorkerHook:
-    return GraphileWorkerHook(graphile_worker_conn_id=gw_db.conn_id)
-
-
-@pytest.fixture
 def job_runs(gw_db: GraphileDB) -> None:
     gw_db.query(
         sql.SQL(
