@@ -222,18 +222,26 @@ def _lock(tx: Tx) -> sql.SQL:
 
 
 def facts(tx: Tx, ids: list[str], table: HeartbeatTable, found: dict[str, Any]) -> list[Facts]:
-    """Take each locker's lease if it is free, row-lock its heartbeat row, read both."""
-    free = {
-        r["locker_id"]: r["lease_free"] for r in tx.all(LEASES, {"ns": LEASE_NAMESPACE, "ids": ids})
-    }
+    """Take each locker's lease if it is free and read its heartbeat row.
+
+    Rows of lockers whose lease is free are row-locked, so that a beat landing now waits
+    for the commit; a lease held by someone else already means alive, so those rows are
+    only read (their workers keep beating).
+    """
+    found_leases = tx.all(LEASES, {"ns": LEASE_NAMESPACE, "ids": ids})
+    free = {r["locker_id"]: bool(r["lease_free"]) for r in found_leases}
     rows: dict[str, dict[str, Any]] = {}
     if found["present"]:
-        for row in tx.all(
-            ROWS.format(columns=_beat_columns(found), table=table.identifier, lock=_lock(tx)),
-            {"ids": ids, "allowance": RESTART_ALLOWANCE},
+        columns = _beat_columns(found)
+        for group, lock in (
+            ([i for i in ids if free.get(i)], _lock(tx)),
+            ([i for i in ids if not free.get(i)], sql.SQL("")),
         ):
-            rows.setdefault(row["locker_id"], row)
-    return [_facts(i, bool(free.get(i)), rows.get(i)) for i in ids]
+            if group:
+                statement = ROWS.format(columns=columns, table=table.identifier, lock=lock)
+                for row in tx.all(statement, {"ids": group, "allowance": RESTART_ALLOWANCE}):
+                    rows.setdefault(row["locker_id"], row)
+    return [_facts(i, free.get(i, False), rows.get(i)) for i in ids]
 
 
 def _outside(verdict: Verdict, outside_dead: Mapping[str, str]) -> Verdict:
