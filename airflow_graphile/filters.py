@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.validation import (
+    check_text,
     parse_bool,
     parse_identifiers,
     parse_job_ids,
@@ -135,6 +136,8 @@ def parse_job_filter(value: Any, *, allow_all: Any = False) -> JobFilter:
             raise GraphileWorkerInputError(
                 f"last_error_pattern: {pattern!r} is not a non-empty regular expression"
             )
+        if pattern is not None:
+            check_text(pattern, "last_error_pattern")
         job_ids = value.get("job_ids")
         job_filter = JobFilter(
             job_ids=parse_job_ids(job_ids) if job_ids not in (None, "") else [],

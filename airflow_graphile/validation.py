@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ast
 import json
+import math
+import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
@@ -32,6 +34,32 @@ CLEANUP_TASKS: tuple[str, ...] = (
 )
 
 _SHOWN = 10
+# Whole numbers as text: ASCII digits only ("²" and other Unicode digits pass isdigit()).
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+# The longest duration accepted (a timedelta holds up to ~2.7 million years, an interval
+# ~178 million; a century is far beyond any sensible bound).
+DURATION_MAX = timedelta(days=36_525)
+# run_at is kept between these, in UTC: every reader (Python, psycopg, JavaScript) can
+# read them back; PostgreSQL stores later times as year 10000+ and earlier as "BC".
+RUN_AT_MIN = datetime(1970, 1, 1, tzinfo=timezone.utc)
+RUN_AT_MAX = datetime(9999, 12, 30, tzinfo=timezone.utc)
+
+
+def _integer(value: Any) -> Any:
+    """``value`` as an int if it is decimal text (ASCII digits), else as given."""
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        return int(value)
+    return value
+
+
+def check_text(value: str, name: str) -> str:
+    """Refuse text PostgreSQL cannot store (a NUL byte), naming the argument."""
+    if "\x00" in value:
+        raise GraphileWorkerInputError(
+            f"{name}: {value[:200]!r} contains a NUL byte (\\x00), which PostgreSQL text "
+            "cannot hold"
+        )
+    return value
 
 
 def _show(values: Iterable[Any]) -> str:
@@ -104,9 +132,8 @@ def _reject_duplicates(values: list[Any], name: str) -> None:
 def _job_id(value: Any, name: str) -> int:
     if isinstance(value, bool):
         raise GraphileWorkerInputError(f"{name}: {value!r} is not a job id (an integer)")
-    if isinstance(value, str) and value.strip().lstrip("+").isdigit():
-        # Graphile Worker's JavaScript API hands out job ids as strings.
-        value = int(value.strip())
+    # Graphile Worker's JavaScript API hands out job ids as strings.
+    value = _integer(value)
     if not isinstance(value, int):
         raise GraphileWorkerInputError(f"{name}: {value!r} is not a job id (an integer)")
     if not 1 <= value <= BIGINT_MAX:
@@ -154,7 +181,7 @@ def parse_locker_ids(value: Any, name: str = "locker_ids") -> list[str]:
             raise GraphileWorkerInputError(
                 f"{name}: {item!r} has a comma or surrounding spaces; pass one id per list item"
             )
-        ids.append(item)
+        ids.append(check_text(item, name))
     _reject_duplicates(ids, name)
     return ids
 
@@ -167,6 +194,7 @@ def parse_identifiers(value: Any, name: str) -> list[str]:
     for item in items:
         if not isinstance(item, str) or not item:
             raise GraphileWorkerInputError(f"{name}: {item!r} is not a non-empty string")
+        check_text(item, name)
     _reject_duplicates(items, name)
     return items
 
@@ -220,6 +248,15 @@ def parse_run_at(value: Any) -> datetime | None:
             f"run_at: {value!r} has no time zone; add one, e.g. "
             f"{parsed.replace(tzinfo=None).isoformat()}+00:00"
         )
+    try:
+        in_range = RUN_AT_MIN <= parsed <= RUN_AT_MAX
+    except OverflowError:  # the offset takes it past year 1 or 9999
+        in_range = False
+    if not in_range:
+        raise GraphileWorkerInputError(
+            f"run_at: {value!r} is out of range; use a time from "
+            f"{RUN_AT_MIN.date().isoformat()} to {RUN_AT_MAX.date().isoformat()} (UTC)"
+        )
     return parsed
 
 
@@ -231,9 +268,7 @@ def parse_smallint(value: Any, name: str, minimum: int = SMALLINT_MIN) -> int | 
     """
     if value is None or value == "":
         return None
-    number = value
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        number = int(value.strip())
+    number = _integer(value)
     if isinstance(number, bool) or not isinstance(number, int):
         raise GraphileWorkerInputError(f"{name}: {value!r} is not an integer")
     if not minimum <= number <= SMALLINT_MAX:
@@ -254,28 +289,36 @@ def parse_reason(value: Any) -> str | None:
         raise GraphileWorkerInputError(
             f"reason: expected text, got {type(value).__name__} {value!r}"
         )
-    return value
+    return check_text(value, "reason")
 
 
 def parse_duration(value: Any, name: str) -> timedelta:
     """Return a non-negative duration given as a timedelta or a number of seconds."""
     if isinstance(value, timedelta):
         duration = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        duration = timedelta(seconds=value)
-    elif isinstance(value, str):
-        try:
-            duration = timedelta(seconds=float(value))
-        except ValueError:
-            raise GraphileWorkerInputError(
-                f"{name}: {value!r} is not a number of seconds"
-            ) from None
     else:
-        raise GraphileWorkerInputError(
-            f"{name}: expected a timedelta or seconds, got {type(value).__name__} {value!r}"
-        )
+        seconds = value
+        if isinstance(value, str):
+            try:
+                seconds = float(value)
+            except ValueError:
+                raise GraphileWorkerInputError(
+                    f"{name}: {value!r} is not a number of seconds"
+                ) from None
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise GraphileWorkerInputError(
+                f"{name}: expected a timedelta or seconds, got {type(value).__name__} {value!r}"
+            )
+        if not math.isfinite(seconds) or abs(seconds) > DURATION_MAX.total_seconds():
+            raise GraphileWorkerInputError(
+                f"{name}: {value!r} is not a usable number of seconds (at most "
+                f"{DURATION_MAX.total_seconds():.0f}, about a century)"
+            )
+        duration = timedelta(seconds=seconds)
     if duration < timedelta(0):
         raise GraphileWorkerInputError(f"{name}: {value!r} is negative")
+    if duration > DURATION_MAX:
+        raise GraphileWorkerInputError(f"{name}: {value!r} is longer than a century")
     return duration
 
 
@@ -309,7 +352,7 @@ def parse_max_workers(value: Any) -> int | None:
     """Return the cap on lockers unlocked in one run (None: no cap)."""
     if value is None or value == "":
         return None
-    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    number = _integer(value)
     if isinstance(number, bool) or not isinstance(number, int) or number < 1:
         raise GraphileWorkerInputError(f"max_workers: {value!r} is not a whole number >= 1")
     return number
@@ -317,7 +360,7 @@ def parse_max_workers(value: Any) -> int | None:
 
 def parse_batch_size(value: Any, name: str = "batch_size") -> int:
     """Return a batch size from 1 to 100,000."""
-    number = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    number = _integer(value)
     if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 100_000:
         raise GraphileWorkerInputError(f"{name}: {value!r} is not a whole number from 1 to 100000")
     return number

@@ -11,12 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from copy import deepcopy
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
+from psycopg.abc import Buffer
 from psycopg.rows import dict_row
+from psycopg.types.datetime import TimestamptzLoader
 
 from airflow_graphile.hooks import schema
 from airflow_graphile.hooks.schema import SchemaInfo
@@ -121,6 +123,7 @@ class GraphileWorkerConnection(PostgresHook):
     def get_conn(self) -> psycopg.Connection[Any]:
         """A new psycopg 3 connection (not yet tracked for :meth:`cancel`)."""
         self.conn = psycopg.Connection.connect(**self.connect_kwargs(self.connection))
+        self.conn.adapters.register_loader("timestamptz", LenientTimestamptzLoader)
         return self.conn
 
     def cancel(self) -> None:
@@ -192,6 +195,7 @@ class GraphileWorkerConnection(PostgresHook):
         """
         kwargs = await asyncio.to_thread(self.connect_kwargs, connection)
         conn = await psycopg.AsyncConnection.connect(**kwargs, autocommit=True)
+        conn.adapters.register_loader("timestamptz", LenientTimestamptzLoader)
         self._open.add(conn)
         try:
             await conn.set_read_only(True)
@@ -204,6 +208,20 @@ class GraphileWorkerConnection(PostgresHook):
         finally:
             self._open.discard(conn)
             await conn.close()
+
+
+class LenientTimestamptzLoader(TimestamptzLoader):
+    """Read a time Python cannot hold (year 10000 and later, BC) as PostgreSQL's text.
+
+    Such rows can exist (Graphile Worker's own functions accept any run_at); a report
+    that samples one must not fail because of it.
+    """
+
+    def load(self, data: Buffer) -> datetime | str:  # type: ignore[override]
+        try:
+            return super().load(data)
+        except psycopg.DataError:
+            return bytes(data).decode()
 
 
 def optional_duration(value: Any, name: str) -> timedelta | None:

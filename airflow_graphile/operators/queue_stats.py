@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +43,12 @@ def parse_thresholds(value: Any) -> dict[str, float]:
         )
     limits = {}
     for key, limit in value.items():
-        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, (int, float))
+            or not math.isfinite(limit)
+            or limit < 0
+        ):
             raise GraphileWorkerInputError(f"thresholds: {key}={limit!r} is not a number >= 0")
         limits[key] = float(limit)
     return limits

@@ -245,3 +245,21 @@ def test_a_run_killed_midway_leaves_only_whole_batches_done(
     rest = hook.run_job_function_on_filter("permanently_fail_jobs", {"states": ["ready"]})
     assert rest.changed == 30_000 - done
     assert gw_db.query(failed_count)[0]["n"] == 30_000
+
+
+def test_rows_with_times_python_cannot_hold_do_not_break_reports(
+    gw_db: GraphileDB, hook: GraphileWorkerHook
+) -> None:
+    """Graphile Worker's own add_job accepts any run_at; a dry run must still describe it."""
+    far = gw_db.add_job("send_email")
+    _set(gw_db, far, run_at="9999-12-31T23:59:59-14:00")  # stored as year 10000
+    old = gw_db.add_job("send_email")
+    _set(gw_db, old, run_at="0001-01-01T00:00:00+14:00")  # stored as 1 BC
+    report = hook.run_job_function_on_filter(
+        "complete_jobs", {"task_identifiers": ["send_email"]}, dry_run=True
+    )
+    times = {row["id"]: row["run_at"] for row in report.sample}
+    assert times[far].startswith("10000-01-01") and times[old].endswith("BC")
+    assert hook.queue_stats()["total"] == 2
+    with pytest.raises(GraphileWorkerInputError, match="^run_at: "):
+        hook.reschedule_jobs([far], run_at="9999-12-31T23:59:59-14:00")

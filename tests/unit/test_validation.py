@@ -7,14 +7,18 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
+from airflow_graphile.filters import parse_job_filter
 from airflow_graphile.validation import (
     BIGINT_MAX,
+    parse_batch_size,
     parse_bool,
     parse_cleanup_tasks,
     parse_duration,
     parse_identifiers,
     parse_job_ids,
     parse_locker_ids,
+    parse_max_workers,
+    parse_reason,
     parse_run_at,
     parse_smallint,
     validate_schema_name,
@@ -167,3 +171,47 @@ def test_bool_and_duration() -> None:
     assert parse_duration(timedelta(minutes=2), "stuck_after") == timedelta(minutes=2)
     with pytest.raises(GraphileWorkerInputError, match="negative"):
         parse_duration(-1, "stuck_after")
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        # Unicode digits pass str.isdigit() but are no number we accept.
+        (lambda: parse_job_ids(["²"]), "job_ids"),
+        (lambda: parse_job_ids("٣"), "job_ids"),
+        (lambda: parse_smallint("²", "priority"), "priority"),
+        (lambda: parse_max_workers("²"), "max_workers"),
+        (lambda: parse_batch_size("¹⁰"), "batch_size"),
+        # Durations a timedelta cannot hold, or no duration at all.
+        (lambda: parse_duration("inf", "dead_after"), "dead_after"),
+        (lambda: parse_duration("nan", "grace"), "grace"),
+        (lambda: parse_duration(1e20, "statement_timeout"), "statement_timeout"),
+        (lambda: parse_duration(float("-inf"), "lock_timeout"), "lock_timeout"),
+        # NUL bytes: PostgreSQL text cannot hold them.
+        (lambda: parse_reason("bad\x00reason"), "reason"),
+        (lambda: parse_locker_ids(["pool-\x00"]), "locker_ids"),
+        (lambda: parse_identifiers(["q\x00"], "queue_names"), "queue_names"),
+        (
+            lambda: parse_identifiers(["t\x00"], "task_identifiers_to_keep"),
+            "task_identifiers_to_keep",
+        ),
+        (lambda: parse_job_filter({"last_error_pattern": "a\x00"}), "last_error_pattern"),
+        (lambda: parse_job_filter({"task_identifiers": ["x\x00"]}), "task_identifiers"),
+        # Times outside what every reader can read back.
+        (lambda: parse_run_at("9999-12-31T23:59:59-14:00"), "run_at"),
+        (lambda: parse_run_at("0001-01-01T00:00:00+14:00"), "run_at"),
+        (lambda: parse_run_at("1969-12-31T23:59:59+00:00"), "run_at"),
+    ],
+)
+def test_hostile_input_is_our_error_naming_the_argument(call: object, named: str) -> None:
+    with pytest.raises(GraphileWorkerInputError, match=rf"^{named}: "):
+        call()  # type: ignore[operator]
+
+
+def test_ascii_numbers_and_sane_times_still_pass() -> None:
+    assert parse_job_ids([" 7 ", "+8"]) == [7, 8]
+    assert parse_smallint("-3", "priority") == -3
+    assert parse_max_workers("2") == 2
+    assert parse_duration("1.5", "grace") == timedelta(seconds=1.5)
+    assert parse_run_at("9999-12-29T00:00:00+00:00") is not None
+    assert parse_run_at("1970-01-01T00:00:00Z") is not None
