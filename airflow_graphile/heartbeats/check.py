@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -15,6 +17,34 @@ from airflow_graphile.reports import short_list
 
 # The worker plugin beats every 10 s; six missed beats make a locker dead.
 DEFAULT_DEAD_AFTER = timedelta(seconds=60)
+
+
+# Secrets in URLs: the userinfo (user:token@) and the query string (?api_key=...).
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+_QUERY = re.compile(r"\?[^\s'\"#]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with the userinfo and the query string of every URL in it hidden."""
+    return _QUERY.sub("?***", _USERINFO.sub(r"\g<scheme>***@", text))
+
+
+def scrub(error: BaseException, depth: int = 8) -> None:
+    """Redact an exception's arguments and those of the exceptions it chains, in place.
+
+    The chain is kept (it says where a failure came from), without the secrets a URL in
+    it may carry.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo and len(seen) < depth:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        with contextlib.suppress(AttributeError, TypeError):  # read-only args
+            current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+        todo += [current.__cause__, current.__context__]
 
 
 class HeartbeatSourceError(GraphileWorkerTransientError):
@@ -153,6 +183,7 @@ class HeartbeatCheck:
         except GraphileWorkerFatalError:
             raise
         except Exception as error:
+            scrub(error)
             raise HeartbeatSourceError(
                 f"Could not read heartbeats from {self.source.describe()}: "
                 f"{type(error).__name__}: {error}.{consequence}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import parse_qsl
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
-from airflow_graphile.heartbeats.check import Heartbeat
+from airflow_graphile.heartbeats.check import Heartbeat, redact
 from airflow_graphile.validation import validate_schema_name
 
 # How long one HTTP heartbeat request may take; a heartbeat service answers in milliseconds.
@@ -90,6 +93,22 @@ def _parse_time(value: Any, what: str) -> datetime:
     return moment
 
 
+URLLIB3_REQUEST_LOGGER = "urllib3.connectionpool"
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Keep a logger's debug lines out while a request runs."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    if logger.getEffectiveLevel() < logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class HttpHeartbeatSource:
     """Heartbeats served by an HTTP endpoint, through an Airflow HTTP connection.
 
@@ -128,7 +147,7 @@ class HttpHeartbeatSource:
         self.timeout_seconds = timeout_seconds
 
     def describe(self) -> str:
-        return f"HTTP {self.http_conn_id}/{self.endpoint}"
+        return redact(f"HTTP {self.http_conn_id}/{self.endpoint}")
 
     def heartbeats(self, locker_ids: list[str] | None) -> dict[str, Heartbeat]:
         try:
@@ -139,10 +158,16 @@ class HttpHeartbeatSource:
                 "pip install 'airflow-graphile[http]'"
             ) from None
 
-        query = None if locker_ids is None else {"locker_ids": ",".join(locker_ids)}
-        response = HttpHook(method="GET", http_conn_id=self.http_conn_id).run(
-            self.endpoint, data=query, extra_options={"timeout": self.timeout_seconds}
-        )
+        # A query in the endpoint (an API key) goes as parameters, so that the URL the
+        # HTTP hook logs does not show it.
+        path, _, query_text = self.endpoint.partition("?")
+        query: dict[str, Any] = dict(parse_qsl(query_text, keep_blank_values=True))
+        if locker_ids is not None:
+            query["locker_ids"] = ",".join(locker_ids)
+        with _quiet(URLLIB3_REQUEST_LOGGER):  # it logs each request line, query and all
+            response = HttpHook(method="GET", http_conn_id=self.http_conn_id).run(
+                path, data=query or None, extra_options={"timeout": self.timeout_seconds}
+            )
         body = response.json()
         now = datetime.now(timezone.utc)
         if isinstance(body, dict) and "heartbeats" in body:

@@ -261,5 +261,5 @@ def test_rows_with_times_python_cannot_hold_do_not_break_reports(
     times = {row["id"]: row["run_at"] for row in report.sample}
     assert times[far].startswith("10000-01-01") and times[old].endswith("BC")
     assert hook.queue_stats()["total"] == 2
-    with pytest.raises(GraphileWorkerInputError, match="^run_at: "):
+    with pytest.raises(GraphileWorkerInputError, match=r"^run_at: "):
         hook.reschedule_jobs([far], run_at="9999-12-31T23:59:59-14:00")

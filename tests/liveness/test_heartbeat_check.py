@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -298,6 +299,41 @@ def test_http_source_error_fails_the_check_as_retryable(heartbeat_server: dict[s
     with pytest.raises(HeartbeatSourceError, match="503") as error:
         HeartbeatCheck(HttpHeartbeatSource("gw_beats")).evaluate(["pool-a"])
     assert isinstance(error.value, GraphileWorkerTransientError)
+
+
+def _chain_text(error: BaseException) -> str:
+    parts, current, seen = [], error, set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return "\n".join(parts)
+
+
+def test_http_source_keeps_a_token_out_of_errors_logs_and_xcom(
+    heartbeat_server: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "s3cr3t-token"
+    source = HttpHeartbeatSource("gw_beats", f"heartbeats?api_key={secret}")
+    assert secret not in source.describe()
+    heartbeat_server["body"] = http_beats(datetime.now(timezone.utc), {"pool-a": 1})
+    with caplog.at_level(logging.DEBUG):
+        verdict = HeartbeatCheck(source).evaluate(["pool-a"])
+    assert verdict.alive and secret not in json.dumps(verdict.to_xcom())
+    assert heartbeat_server["queries"] == [f"/heartbeats?api_key={secret}&locker_ids=pool-a"]
+    heartbeat_server["status"] = 503
+    with pytest.raises(HeartbeatSourceError) as error:
+        HeartbeatCheck(source).evaluate(["pool-a"])
+    # A token in the connection's userinfo, on an endpoint that is down.
+    monkeypatch.setenv("AIRFLOW_CONN_GW_BEATS_AUTH", f"http://user:{secret}@127.0.0.1:1")
+    with pytest.raises(HeartbeatSourceError) as down:
+        HeartbeatCheck(HttpHeartbeatSource("gw_beats_auth", f"b?key={secret}")).evaluate(["x"])
+    for failure in (error.value, down.value):
+        assert failure.__cause__ is not None  # the chain is kept ...
+        assert secret not in _chain_text(failure)  # ... without the secret
+    assert secret not in caplog.text
 
 
 def test_http_source_unreachable_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
