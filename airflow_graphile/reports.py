@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.liveness import Verdict
 
 # Why a job asked for was not changed.
@@ -20,6 +21,19 @@ SKIP_CHANGED = "changed concurrently"
 SKIP_BUSY = "busy"
 
 _SHOWN = 10
+# An XCom is a row in Airflow's metadata database: id lists in it stop at this many,
+# unless a task asks for all of them (return_ids="all").
+XCOM_IDS = 1000
+RETURN_IDS = ("sample", "all")
+
+
+def parse_return_ids(value: Any) -> str:
+    """``"sample"`` (counts and the first ids of each kind) or ``"all"`` (every id)."""
+    if value not in RETURN_IDS:
+        raise GraphileWorkerInputError(
+            f"return_ids: {value!r} is not one of {', '.join(map(repr, RETURN_IDS))}"
+        )
+    return str(value)
 
 
 def short_list(values: list[Any], limit: int = _SHOWN) -> str:
@@ -46,13 +60,27 @@ class JobsReport:
     dry_run: bool = False
     rows: list[dict[str, Any]] | None = None
 
-    def to_xcom(self) -> dict[str, Any]:
+    def to_xcom(self, return_ids: str = "sample") -> dict[str, Any]:
+        """Counts, and the ids of each kind: the first XCOM_IDS, or all with ``"all"``.
+
+        ``ids_complete`` says whether every list holds every id.
+        """
+        limit = None if return_ids == "all" else XCOM_IDS
+        reasons: dict[str, int] = {}
+        for entry in self.skipped:
+            reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+        lists = (self.requested, self.affected, self.skipped)
         return {
             "function": self.function,
             "dry_run": self.dry_run,
-            "requested": self.requested,
-            "affected": self.affected,
-            "skipped": self.skipped,
+            "requested_count": len(self.requested),
+            "affected_count": len(self.affected),
+            "skipped_count": len(self.skipped),
+            "skipped_by_reason": reasons,
+            "requested": self.requested[:limit],
+            "affected": self.affected[:limit],
+            "skipped": self.skipped[:limit],
+            "ids_complete": limit is None or all(len(ids) <= limit for ids in lists),
         }
 
     def summary(self) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.filters import DEFAULT_BATCH_SIZE
 from airflow_graphile.operators.base import GraphileWorkerBaseOperator
+from airflow_graphile.reports import parse_return_ids
 
 
 class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
@@ -24,6 +25,15 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         in batches of ``batch_size``, each its own short transaction.
     :param allow_all: Let an empty ``job_filter`` select every job.
     :param batch_size: Jobs per batch with ``job_filter`` (1 to 100,000; default 2,000).
+    :param return_ids: With ``job_ids``, what the XCom lists: ``"sample"`` (default: the
+        counts, and the first 1,000 ids of each kind) or ``"all"`` (every id; at a million
+        ids that is megabytes in Airflow's metadata database).
+
+    With ``job_ids`` the XCom is ``{"function", "dry_run", "requested_count",
+    "affected_count", "skipped_count", "skipped_by_reason", "requested", "affected",
+    "skipped", "ids_complete"}``; ``skipped`` items are ``{"id", "reason"}`` (reasons:
+    ``locked``, with ``locked_by`` and ``locked_at``; ``unknown``; ``busy``; ``changed
+    concurrently``).
 
     With ``job_filter`` the XCom is ``{"function", "filter", "dry_run", "matched_at_start",
     "processed", "changed", "skipped_locked", "batches", "seconds",
@@ -37,6 +47,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         "job_filter",
         "allow_all",
         "batch_size",
+        "return_ids",
     )
 
     def __init__(
@@ -46,6 +57,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         job_filter: Any = None,
         allow_all: bool | str = False,
         batch_size: int | str = DEFAULT_BATCH_SIZE,
+        return_ids: str = "sample",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -53,6 +65,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         self.job_filter = job_filter
         self.allow_all = allow_all
         self.batch_size = batch_size
+        self.return_ids = return_ids
 
     def run_job_function(self, function: str, **arguments: Any) -> dict[str, Any]:
         """Call the hook once, log the summary, return the XCom.
@@ -65,6 +78,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
                 f"{function}: give either job_ids or job_filter (got "
                 f"{'both' if by_filter else 'neither'})"
             )
+        return_ids = parse_return_ids(self.return_ids)
         hook = self.get_hook()
         if by_filter:
             bulk = hook.run_job_function_on_filter(
@@ -85,4 +99,4 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         if not report.requested:
             self.log.info("%s: job_ids is empty, nothing to do", function)
         self.log.info("%s", report.summary())
-        return report.to_xcom()
+        return report.to_xcom(return_ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -91,3 +92,30 @@ def test_error_names_the_bad_value(gw_db: GraphileDB, bad: str) -> None:
     with pytest.raises(GraphileWorkerInputError, match="job_ids"):
         operator.execute({})  # type: ignore[arg-type]
     assert snapshot(gw_db) == before
+
+
+def test_a_large_id_list_keeps_the_xcom_small_unless_all_are_asked_for(
+    gw_db: GraphileDB,
+) -> None:
+    """XCom is a metadata-database row: counts, the first 1,000 ids of each kind."""
+    ids = list(range(1, 50_001))  # no such jobs: every id is skipped as unknown
+    sample = GraphileWorkerCompleteJobsOperator(
+        task_id="t", graphile_worker_conn_id=gw_db.conn_id, job_ids=ids
+    ).execute({})  # type: ignore[arg-type]
+    assert (sample["requested_count"], sample["affected_count"], sample["skipped_count"]) == (
+        50_000,
+        0,
+        50_000,
+    )
+    assert sample["skipped_by_reason"] == {"unknown": 50_000}
+    assert len(sample["requested"]) == len(sample["skipped"]) == 1000
+    assert sample["ids_complete"] is False
+    assert len(json.dumps(sample)) < 100_000
+    full = GraphileWorkerCompleteJobsOperator(
+        task_id="t", graphile_worker_conn_id=gw_db.conn_id, job_ids=ids, return_ids="all"
+    ).execute({})  # type: ignore[arg-type]
+    assert len(full["skipped"]) == 50_000 and full["ids_complete"] is True
+    with pytest.raises(GraphileWorkerInputError, match=r"^return_ids: "):
+        GraphileWorkerCompleteJobsOperator(
+            task_id="t", graphile_worker_conn_id=gw_db.conn_id, job_ids=ids, return_ids="some"
+        ).execute({})  # type: ignore[arg-type]
