@@ -5,6 +5,8 @@ Pure Python, so operators can use it without importing the hook.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,21 +46,67 @@ def short_list(values: list[Any], limit: int = _SHOWN) -> str:
 
 
 @dataclass
+class Skips:
+    """Why ids were left alone, kept compact: a million unknown ids are a list of ints.
+
+    Each list is in id order; ``locked`` holds ``(id, locked_by, locked_at ISO time)``.
+    """
+
+    unknown: list[int] = field(default_factory=list)
+    busy: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)
+    locked: list[tuple[int, str | None, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.unknown) + len(self.busy) + len(self.changed) + len(self.locked)
+
+    def by_reason(self) -> dict[str, int]:
+        counts = {
+            SKIP_LOCKED: len(self.locked),
+            SKIP_UNKNOWN: len(self.unknown),
+            SKIP_BUSY: len(self.busy),
+            SKIP_CHANGED: len(self.changed),
+        }
+        return {reason: n for reason, n in counts.items() if n}
+
+    def entries(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """``{"id", "reason"}`` per skipped id (locked ones with ``locked_by``, ``locked_at``),
+        in id order; the first ``limit`` of them."""
+        merged = heapq.merge(
+            ((i, {"id": i, "reason": SKIP_UNKNOWN}) for i in self.unknown),
+            ((i, {"id": i, "reason": SKIP_BUSY}) for i in self.busy),
+            ((i, {"id": i, "reason": SKIP_CHANGED}) for i in self.changed),
+            (
+                (i, {"id": i, "reason": SKIP_LOCKED, "locked_by": by, "locked_at": at})
+                for i, by, at in self.locked
+            ),
+            key=lambda pair: pair[0],
+        )
+        return [entry for _, entry in itertools.islice(merged, limit)]
+
+
+@dataclass
 class JobsReport:
     """The outcome of complete / permanently fail / reschedule for a list of job ids.
 
     ``affected`` are the ids Graphile Worker's function changed (for a dry run: would
-    change), ascending. ``rows`` are the job rows it returned, when asked for. ``skipped``
-    has one entry per id that was not changed, with the reason: ``locked`` (a lock younger
-    than 4 hours, with ``locked_by`` and ``locked_at``) or ``unknown`` (no such job).
+    change), ascending. ``rows`` are the job rows it returned, when asked for. ``skips``
+    says why each other id was not changed: ``locked`` (a lock younger than 4 hours, with
+    ``locked_by`` and ``locked_at``), ``unknown`` (no such job), ``busy`` (held by another
+    transaction past lock_timeout) or ``changed concurrently``.
     """
 
     function: str
     requested: list[int]
     affected: list[int]
-    skipped: list[dict[str, Any]]
+    skips: Skips = field(default_factory=Skips)
     dry_run: bool = False
     rows: list[dict[str, Any]] | None = None
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """One ``{"id", "reason", ...}`` per skipped id, in id order."""
+        return self.skips.entries()
 
     def to_xcom(self, return_ids: str = "sample") -> dict[str, Any]:
         """Counts, and the ids of each kind: the first XCOM_IDS, or all with ``"all"``.
@@ -66,53 +114,45 @@ class JobsReport:
         ``ids_complete`` says whether every list holds every id.
         """
         limit = None if return_ids == "all" else XCOM_IDS
-        reasons: dict[str, int] = {}
-        for entry in self.skipped:
-            reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
-        lists = (self.requested, self.affected, self.skipped)
+        sizes = (len(self.requested), len(self.affected), len(self.skips))
         return {
             "function": self.function,
             "dry_run": self.dry_run,
             "requested_count": len(self.requested),
             "affected_count": len(self.affected),
-            "skipped_count": len(self.skipped),
-            "skipped_by_reason": reasons,
+            "skipped_count": len(self.skips),
+            "skipped_by_reason": self.skips.by_reason(),
             "requested": self.requested[:limit],
             "affected": self.affected[:limit],
-            "skipped": self.skipped[:limit],
-            "ids_complete": limit is None or all(len(ids) <= limit for ids in lists),
+            "skipped": self.skips.entries(limit),
+            "ids_complete": limit is None or max(sizes) <= limit,
         }
 
     def summary(self) -> str:
         verb = "would change" if self.dry_run else "changed"
         head = (
             f"{self.function}: {len(self.requested)} requested, {verb} {len(self.affected)}, "
-            f"skipped {len(self.skipped)}"
+            f"skipped {len(self.skips)}"
         )
         lines = [head + (" (dry run: nothing was changed)" if self.dry_run else "")]
         if self.affected:
             lines.append(f"  {verb}: {short_list(self.affected)}")
-        locked = [s for s in self.skipped if s["reason"] == SKIP_LOCKED]
-        if locked:
+        skips = self.skips
+        if skips.locked:
+            more = len(skips.locked) - _SHOWN
             lines.append(
                 "  skipped, locked by a worker less than 4 hours ago (Graphile Worker leaves "
                 "these alone): "
-                + short_list(
-                    [f"{s['id']} (by {s['locked_by']} at {s['locked_at']})" for s in locked]
-                )
+                + short_list([f"{i} (by {by} at {at})" for i, by, at in skips.locked[:_SHOWN]])
+                + (f", ... (+{more} more)" if more > 0 else "")
             )
-        unknown = [s["id"] for s in self.skipped if s["reason"] == SKIP_UNKNOWN]
-        if unknown:
-            lines.append(f"  skipped, no such job: {short_list(unknown)}")
-        changed = [s["id"] for s in self.skipped if s["reason"] == SKIP_CHANGED]
-        if changed:
-            lines.append(f"  skipped, changed by someone else meanwhile: {short_list(changed)}")
-        busy = [s["id"] for s in self.skipped if s["reason"] == SKIP_BUSY]
-        if busy:
-            lines.append(
-                "  skipped, row held by another transaction past lock_timeout (run again "
-                f"later): {short_list(busy)}"
-            )
+        for ids, what in (
+            (skips.unknown, "no such job"),
+            (skips.changed, "changed by someone else meanwhile"),
+            (skips.busy, "row held by another transaction past lock_timeout (run again later)"),
+        ):
+            if ids:
+                lines.append(f"  skipped, {what}: {short_list(ids)}")
         return "\n".join(lines)
 
 
@@ -254,7 +294,13 @@ class RescueReport:
 
 @dataclass
 class CleanupReport:
-    """Rows each cleanup step removed (or, in a dry run, would remove), in run order."""
+    """Rows each cleanup step removed (or, in a dry run, would remove), in run order.
+
+    GC_JOB_QUEUES also reports the queues it put back, with their ids, because a
+    transaction open during its delete added a job to them (``removed`` counts the
+    others), the jobs it pointed at a queue of the same name that ``add_job`` made
+    meanwhile, and how long it waited for the transactions open at its delete.
+    """
 
     removed: dict[str, int]
     task_identifiers_to_keep: list[str] = field(default_factory=list)
@@ -262,18 +308,45 @@ class CleanupReport:
     # While running: the step in flight, and the rows each of its committed batches removed.
     running: str | None = None
     batches: list[int] = field(default_factory=list)
+    # GC_JOB_QUEUES: the queues (id, queue_name) its delete committed and its check after
+    # the wait has not yet, the queues it put back, the jobs it re-pointed, its wait.
+    unchecked_queues: list[tuple[int, str]] = field(default_factory=list)
+    queues_put_back: list[tuple[int, str]] = field(default_factory=list)
+    jobs_repointed: int = 0
+    queue_wait_seconds: float = 0.0
+
+    def finished(self) -> str:
+        """The steps done before the one in flight."""
+        done = ", ".join(
+            f"{task} removed {count}"
+            for task, count in self.removed.items()
+            if task != self.running
+        )
+        return f"Steps finished before it: {done or 'none'}."
 
     def progress(self) -> str:
         """What was done before an error stopped the run."""
-        done = ", ".join(f"{task} removed {count}" for task, count in self.removed.items())
-        parts = [f"Steps finished before it: {done or 'none'}."]
+        parts = [self.finished()]
         if self.running is not None:
             if self.batches:
                 parts.append(
                     f"{self.running} committed {len(self.batches)} batch(es) "
                     f"({sum(self.batches)} row(s)) before it."
                 )
-            parts.append(f"{self.running} was rolled back where it stopped; running again is safe.")
+            if self.unchecked_queues:
+                pairs = short_list([f"{name!r} (id {id_})" for id_, name in self.unchecked_queues])
+                parts.append(
+                    f"{self.running} committed the delete of {len(self.unchecked_queues)} "
+                    "empty queue(s), but not its check that no transaction open at that "
+                    "moment added a job to one of them: such a job will not run, and "
+                    f"running cleanup again cannot find it (the names are gone): {pairs}. "
+                    "Put a queue back (insert with overriding system value, same id and "
+                    "name) or point its jobs at the queue of the same name."
+                )
+            else:
+                parts.append(
+                    f"{self.running} was rolled back where it stopped; running again is safe."
+                )
         return " ".join(parts)
 
     def to_xcom(self) -> dict[str, Any]:
@@ -283,12 +356,32 @@ class CleanupReport:
             "tasks": list(self.removed),
             "removed": dict(self.removed),
             "task_identifiers_to_keep": self.task_identifiers_to_keep,
+            "queues_put_back": sorted(name for _, name in self.queues_put_back),
+            "jobs_repointed": self.jobs_repointed,
+            "queue_wait_seconds": round(self.queue_wait_seconds, 3),
         }
 
     def summary(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
         steps = ", ".join(f"{task} {verb} {count}" for task, count in self.removed.items())
-        return f"cleanup: {steps}" + (" (dry run: nothing was changed)" if self.dry_run else "")
+        line = f"cleanup: {steps}" + (" (dry run: nothing was changed)" if self.dry_run else "")
+        if self.queue_wait_seconds >= 0.1:
+            line += (
+                f"; GC_JOB_QUEUES waited {self.queue_wait_seconds:.1f} s for the "
+                "transactions open at its delete to end"
+            )
+        if self.queues_put_back:
+            names = short_list(sorted(name for _, name in self.queues_put_back))
+            line += (
+                f"; it put back {len(self.queues_put_back)} deleted queue(s) that a job "
+                f"was added to meanwhile: {names}"
+            )
+        if self.jobs_repointed:
+            line += (
+                f"; it pointed {self.jobs_repointed} job(s) added to a deleted queue at the "
+                "new queue of the same name"
+            )
+        return line
 
 
 @dataclass

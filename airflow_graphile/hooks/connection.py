@@ -20,7 +20,7 @@ from psycopg.abc import Buffer
 from psycopg.rows import dict_row
 from psycopg.types.datetime import TimestamptzLoader
 
-from airflow_graphile.hooks import schema
+from airflow_graphile.hooks import id_array, schema
 from airflow_graphile.hooks.schema import SchemaInfo
 from airflow_graphile.hooks.session import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
@@ -124,6 +124,7 @@ class GraphileWorkerConnection(PostgresHook):
         """A new psycopg 3 connection (not yet tracked for :meth:`cancel`)."""
         self.conn = psycopg.Connection.connect(**self.connect_kwargs(self.connection))
         self.conn.adapters.register_loader("timestamptz", LenientTimestamptzLoader)
+        id_array.register(self.conn)
         return self.conn
 
     def cancel(self) -> None:
@@ -196,6 +197,7 @@ class GraphileWorkerConnection(PostgresHook):
         kwargs = await asyncio.to_thread(self.connect_kwargs, connection)
         conn = await psycopg.AsyncConnection.connect(**kwargs, autocommit=True)
         conn.adapters.register_loader("timestamptz", LenientTimestamptzLoader)
+        id_array.register(conn)
         self._open.add(conn)
         try:
             await conn.set_read_only(True)

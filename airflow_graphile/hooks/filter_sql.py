@@ -12,6 +12,7 @@ from typing import Any
 from psycopg import sql
 
 from airflow_graphile.filters import JobFilter
+from airflow_graphile.hooks.id_array import IdArray
 from airflow_graphile.hooks.job_functions import JobCall
 from airflow_graphile.hooks.tables import JOB_STATE, LOCK_EXPIRY, Tables
 
@@ -65,7 +66,7 @@ def filter_parts(
     for name, value, condition in checks:
         if value is not None and value != []:
             conditions.append(condition)
-            params[name] = value
+            params[name] = IdArray(value) if name == "job_ids" else value
     if job_filter.states:
         conditions.append(sql.SQL("({}) = any(%(states)s::text[])").format(JOB_STATE))
         params["states"] = job_filter.states

@@ -157,7 +157,7 @@ class GraphileWorkerHook(GraphileWorkerConnection):
         call = job_functions.job_call(function, arguments)
         ids = parse_job_ids(job_ids)
         if not ids:
-            return JobsReport(function, [], [], [], dry_run=dry_run, rows=[] if with_rows else None)
+            return JobsReport(function, [], [], dry_run=dry_run, rows=[] if with_rows else None)
         what = f"{function} on {len(ids)} job id(s)"
         with bounded(self.timeouts, what, lambda: NOTHING_CHANGED):
             if dry_run:
@@ -170,7 +170,7 @@ class GraphileWorkerHook(GraphileWorkerConnection):
                     what=what,
                 )
         return JobsReport(
-            function, ids, outcome.affected, outcome.skipped, dry_run=dry_run, rows=outcome.rows
+            function, ids, outcome.affected, outcome.skips, dry_run=dry_run, rows=outcome.rows
         )
 
     def _run_ids(
