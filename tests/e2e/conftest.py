@@ -23,7 +23,7 @@ from devkit.standalone import AirflowAPI, Standalone, standalone_settings
 from devkit.versions import LATEST_VERSION, REVISIONS
 
 CONN_ID = "graphile_worker_default"
-DAG_IDS = ("graphile_worker_admin", "graphile_worker_unlock_crashed")
+DAG_IDS = ("graphile_worker_admin", "graphile_worker_unlock_crashed", "graphile_worker_rescue")
 STARTUP_TIMEOUT = 240  # seconds; ~30-70 s seen on a busy 2-core machine
 PARSE_TIMEOUT = 120
 
@@ -45,7 +45,7 @@ def e2e_db(pg_server: PostgresServer) -> Iterator[GraphileDB]:
 
 @pytest.fixture(scope="session")
 def airflow(pg_server: PostgresServer, e2e_db: GraphileDB) -> Iterator[AirflowAPI]:
-    """A running `airflow standalone` with both example DAGs parsed; its API client."""
+    """A running `airflow standalone` with the example DAGs parsed; its API client."""
     home = Path(tempfile.mkdtemp(prefix="airflow-graphile-e2e-"))
     metadata_db = unique_name("agt_e2e_meta", 12)
     create_database(pg_server, metadata_db)
