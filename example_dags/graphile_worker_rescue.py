@@ -12,7 +12,8 @@ dead - nothing runs while every worker is healthy:
 3. when more than ``MAX_WORKERS`` lockers are dead at once (more likely the heartbeats
    stopped, e.g. a database failover), ``rescue`` changes nothing and a person is asked
    (Airflow's Required Actions) with the evidence per locker; no answer within
-   ``APPROVAL_TIMEOUT`` means nothing is unlocked.
+   ``APPROVAL_TIMEOUT`` means nothing is unlocked. Lockers still dead are reported
+   again after ``REPORT_AGAIN_AFTER``, so a rejected approval is asked again then.
 
 Needs airflow-graphile-heartbeat >= 0.2 in every worker (``worker-plugin/``): it holds a
 lease per locker and beats every second. A worker is dead when its lease is free (no
@@ -38,7 +39,10 @@ HEARTBEAT_TABLE = "public.graphile_worker_heartbeats"  # where the plugin beats
 GRACE = timedelta(seconds=3)  # lease free and silent this long = dead
 MAX_WORKERS = 3  # more dead at once than this: ask a person
 MAX_CRASHES = 3  # a job whose worker died under it this often is failed, not rerun
-APPROVAL_TIMEOUT = timedelta(minutes=30)
+APPROVAL_TIMEOUT = timedelta(minutes=30)  # then "Reject": nothing is unlocked
+# Lockers still dead this long after the watcher reported them are reported again: a
+# rejected (or unanswered) approval is asked again, a failed rescue is retried.
+REPORT_AGAIN_AFTER = APPROVAL_TIMEOUT
 # [END rescue_settings]
 
 dead_lockers = Asset(
@@ -50,6 +54,7 @@ dead_lockers = Asset(
                 graphile_worker_conn_id=CONN_ID,
                 heartbeat_table=HEARTBEAT_TABLE,
                 grace_seconds=GRACE.total_seconds(),
+                refire_after_seconds=REPORT_AGAIN_AFTER.total_seconds(),
             ),
         )
     ],
