@@ -21,6 +21,9 @@ SKIP_CHANGED = "changed concurrently"
 # Another transaction held the job's row past lock_timeout, even after retries; the call
 # skipped it instead of waiting (running again later will reach it).
 SKIP_BUSY = "busy"
+# The job is already as the call would leave it (permanently failed; at the asked run_at,
+# priority, attempts): its row is not touched.
+SKIP_ALREADY = "already so"
 
 _SHOWN = 10
 # An XCom is a row in Airflow's metadata database: id lists in it stop at this many,
@@ -55,10 +58,12 @@ class Skips:
     unknown: list[int] = field(default_factory=list)
     busy: list[int] = field(default_factory=list)
     changed: list[int] = field(default_factory=list)
+    already: list[int] = field(default_factory=list)
     locked: list[tuple[int, str | None, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.unknown) + len(self.busy) + len(self.changed) + len(self.locked)
+        lists = (self.unknown, self.busy, self.changed, self.already, self.locked)
+        return sum(len(ids) for ids in lists)
 
     def by_reason(self) -> dict[str, int]:
         counts = {
@@ -66,6 +71,7 @@ class Skips:
             SKIP_UNKNOWN: len(self.unknown),
             SKIP_BUSY: len(self.busy),
             SKIP_CHANGED: len(self.changed),
+            SKIP_ALREADY: len(self.already),
         }
         return {reason: n for reason, n in counts.items() if n}
 
@@ -76,6 +82,7 @@ class Skips:
             ((i, {"id": i, "reason": SKIP_UNKNOWN}) for i in self.unknown),
             ((i, {"id": i, "reason": SKIP_BUSY}) for i in self.busy),
             ((i, {"id": i, "reason": SKIP_CHANGED}) for i in self.changed),
+            ((i, {"id": i, "reason": SKIP_ALREADY}) for i in self.already),
             (
                 (i, {"id": i, "reason": SKIP_LOCKED, "locked_by": by, "locked_at": at})
                 for i, by, at in self.locked
@@ -147,6 +154,7 @@ class JobsReport:
                 + (f", ... (+{more} more)" if more > 0 else "")
             )
         for ids, what in (
+            (skips.already, "already so (left untouched)"),
             (skips.unknown, "no such job"),
             (skips.changed, "changed by someone else meanwhile"),
             (skips.busy, "row held by another transaction past lock_timeout (run again later)"),
@@ -391,8 +399,9 @@ class BulkReport:
     ``matched_at_start`` counts the matching jobs when the run began (ids above the
     largest id at that moment are never touched); ``processed`` the matching jobs the
     batches handed to Graphile Worker's function; ``changed`` the rows it changed;
-    ``skipped_locked`` those it left alone because a worker held them. A dry run fills
-    ``locked_at_start`` and ``sample`` and changes nothing.
+    ``skipped_locked`` those it left alone because a worker held them;
+    ``skipped_already`` those already as the call would leave them (not touched). A dry
+    run fills ``locked_at_start`` and ``sample`` and changes nothing.
     """
 
     function: str
@@ -407,12 +416,13 @@ class BulkReport:
     seconds: float = 0.0
     longest_batch_seconds: float = 0.0
     skipped_busy: int = 0
+    skipped_already: int = 0
     busy_sample: list[int] = field(default_factory=list)
     sample: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def skipped_locked(self) -> int:
-        return self.processed - self.changed - self.skipped_busy
+        return self.processed - self.changed - self.skipped_busy - self.skipped_already
 
     def progress(self) -> str:
         """What is done so far, for a log line or an error raised midway."""
@@ -433,6 +443,7 @@ class BulkReport:
             "changed": self.changed,
             "skipped_locked": self.skipped_locked,
             "skipped_busy": self.skipped_busy,
+            "skipped_already": self.skipped_already,
             "busy_sample": self.busy_sample,
             "batches": self.batches,
             "batch_size": self.batch_size,
@@ -462,9 +473,13 @@ class BulkReport:
             if self.skipped_busy
             else ""
         )
+        already = (
+            f", {self.skipped_already} already so (left untouched)" if self.skipped_already else ""
+        )
         return (
             f"{self.function}: {self.changed} changed, {self.skipped_locked} skipped (locked "
-            f"by a worker), of {self.processed} matching job(s) in {self.batches} batch(es) "
-            f"of up to {self.batch_size}; {self.seconds:.1f} s ({rate:.0f} jobs/s), longest "
+            f"by a worker){already}, of {self.processed} matching job(s) in {self.batches} "
+            f"batch(es) of up to {self.batch_size}; {self.seconds:.1f} s ({rate:.0f} jobs/s), "
+            "longest "
             f"batch {self.longest_batch_seconds * 1000:.0f} ms{busy}"
         )

@@ -125,6 +125,7 @@ def run_batches(
         report.processed += int(row["matched"])
         report.changed += int(row["changed"])
         report.skipped_busy += int(row["busy"])
+        report.skipped_already += int(row["already"])
         room = filter_sql.BUSY_SAMPLE - len(report.busy_sample)
         report.busy_sample.extend(list(row["busy_ids"])[: max(room, 0)])
         if row["matched"] == size:

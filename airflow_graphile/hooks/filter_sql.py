@@ -127,9 +127,10 @@ def batch_statement(
 
     Returns the number of matching jobs in the batch and the last one's id, how many
     rows the function changed, how many it could not reach (``busy``, with the first
-    ids in ``busy_ids``), and, when the batch is not full, ``scanned_to``: the last id
-    the window read (null when nothing is left after ``%(after)s``), where the next
-    batch starts.
+    ids in ``busy_ids``), how many were already as the call would leave them
+    (``already``: not handed to the function), and, when the batch is not full,
+    ``scanned_to``: the last id the window read (null when nothing is left after
+    ``%(after)s``), where the next batch starts.
     """
     _source, where, params = filter_parts(tables, job_filter)
     # With job ids, the window reads only those jobs (by primary key), not all in between.
@@ -166,6 +167,9 @@ def batch_statement(
             ") select (select count(*) from batch) as matched,"
             " (select max(id) from batch) as last_id,"
             " (select count(*) from changed) as changed, {busy},"
+            " (select count(*) from {jobs} as x where x.id in (select id from {reached})"
+            " and not coalesce(x.locked_at >= now() - %(lock_expiry)s::interval, false)"
+            " and ({already})) as already,"
             " case when (select count(*) from batch) < %(batch_size)s"
             " then (select max(s.id) from ({scanned}) as s) end as scanned_to"
         ).format(
@@ -175,6 +179,9 @@ def batch_statement(
             targets=targets,
             call=call.render(tables, ids),
             busy=busy,
+            jobs=tables.jobs,
+            reached=sql.Identifier(reached),
+            already=call.already(),
         ),
         {**params, **call.params},
     )

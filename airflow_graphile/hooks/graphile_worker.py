@@ -162,7 +162,7 @@ class GraphileWorkerHook(GraphileWorkerConnection):
         with bounded(self.timeouts, what, lambda: NOTHING_CHANGED):
             if dry_run:
                 with self.transaction(read_only=True) as tx:
-                    outcome = job_functions.preview(tx, ids, with_rows=with_rows)
+                    outcome = job_functions.preview(tx, call, ids, with_rows=with_rows)
             else:
                 outcome = with_lock_retries(
                     lambda skip_busy: self._run_ids(call, ids, with_rows, skip_busy),

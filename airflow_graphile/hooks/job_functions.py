@@ -32,14 +32,28 @@ class JobCall:
 
     ``render(tables, ids)`` gives the call with its ids taken from ``ids`` (an SQL
     expression of type bigint[]); ``params`` are its other bound parameters.
+    ``unchanged``, a condition on the job row ``x``, is true for a job the call would
+    leave as it is (already permanently failed; already at the asked run_at, priority,
+    attempts): such jobs are not handed to the function, so their rows (and
+    ``updated_at``, which cleanup's age bound reads) stay untouched.
     """
 
     function: str
     arguments: sql.SQL = field(default_factory=lambda: sql.SQL(""))
     params: dict[str, Any] = field(default_factory=dict)
+    unchanged: sql.SQL | None = None
 
     def render(self, tables: Tables, ids: sql.Composable = IDS_PARAM) -> sql.Composed:
+        if self.unchanged is not None:
+            ids = sql.SQL(
+                "(select coalesce(array_agg(x.id), '{{}}') from {jobs} as x"
+                " where x.id = any({ids}) and not ({unchanged}))::bigint[]"
+            ).format(jobs=tables.jobs, ids=ids, unchanged=self.unchanged)
         return sql.SQL("{}({}{})").format(tables.function(self.function), ids, self.arguments)
+
+    def already(self) -> sql.SQL:
+        """The ``unchanged`` condition, or false."""
+        return self.unchanged if self.unchanged is not None else sql.SQL("false")
 
 
 def complete_call() -> JobCall:
@@ -51,6 +65,7 @@ def permanently_fail_call(reason: Any = None) -> JobCall:
         "permanently_fail_jobs",
         sql.SQL(", %(reason)s::text"),
         {"reason": parse_reason(reason)},
+        unchanged=sql.SQL("x.attempts >= x.max_attempts"),
     )
 
 
@@ -80,6 +95,12 @@ def reschedule_call(
             " attempts => %(attempts)s::int, max_attempts => %(max_attempts)s::int"
         ),
         changes,
+        unchanged=sql.SQL(
+            "(%(run_at)s::timestamptz is null or x.run_at = %(run_at)s::timestamptz)"
+            " and (%(priority)s::int is null or x.priority = %(priority)s::int)"
+            " and (%(attempts)s::int is null or x.attempts = %(attempts)s::int)"
+            " and (%(max_attempts)s::int is null or x.max_attempts = %(max_attempts)s::int)"
+        ),
     )
 
 
@@ -150,10 +171,12 @@ def run(tx: Tx, call: JobCall, ids: list[int], *, with_rows: bool, skip_busy: bo
     rows = row["rows"] if with_rows else None
     affected = [r["id"] for r in row["rows"]] if with_rows else list(row["ids"])
     busy = set(ids) - set(row["reached"]) if skip_busy else set()
-    return Outcome(affected, _explain_skipped(tx, ids, set(affected), busy), rows)
+    return Outcome(affected, _explain_skipped(tx, call, ids, set(affected), busy), rows)
 
 
-def _explain_skipped(tx: Tx, ids: list[int], changed: set[int], busy: set[int]) -> Skips:
+def _explain_skipped(
+    tx: Tx, call: JobCall, ids: list[int], changed: set[int], busy: set[int]
+) -> Skips:
     """Say why each id that the function left alone was skipped (same transaction)."""
     skips = Skips()
     left = [job_id for job_id in ids if job_id not in changed]
@@ -163,9 +186,10 @@ def _explain_skipped(tx: Tx, ids: list[int], changed: set[int], busy: set[int]) 
         row["id"]: row
         for row in tx.all(
             sql.SQL(
-                "select id, locked_by, locked_at from {} where id = any(%(ids)b::bigint[])"
-            ).format(tx.schema.tables.jobs),
-            {"ids": IdArray(left)},
+                "select x.id, x.locked_by, x.locked_at, ({already}) as already"
+                " from {jobs} as x where x.id = any(%(ids)b::bigint[])"
+            ).format(jobs=tx.schema.tables.jobs, already=call.already()),
+            {"ids": IdArray(left), **call.params},
         )
     }
     for job_id in sorted(left):
@@ -176,25 +200,31 @@ def _explain_skipped(tx: Tx, ids: list[int], changed: set[int], busy: set[int]) 
             skips.locked.append(locked_entry(row))
         elif job_id in busy:
             skips.busy.append(job_id)
+        elif row["already"]:
+            skips.already.append(job_id)
         else:
             skips.changed.append(job_id)
     return skips
 
 
-def preview(tx: Tx, ids: list[int], *, with_rows: bool) -> Outcome:
+def preview(tx: Tx, call: JobCall, ids: list[int], *, with_rows: bool) -> Outcome:
     """What :func:`run` would do, by Graphile Worker's rule; reads only."""
     found = {
         row["id"]: row
         for row in tx.all(
             sql.SQL(
-                "select j.id, j.locked_by, j.locked_at, "
-                "coalesce(j.locked_at >= now() - %(lock_expiry)s::interval, false) as locked{} "
-                "from {} as j where j.id = any(%(ids)b::bigint[]) order by j.id"
-            ).format(sql.SQL(", to_json(j) as row" if with_rows else ""), tx.schema.tables.jobs),
-            {"ids": IdArray(ids), "lock_expiry": LOCK_EXPIRY},
+                "select x.id, x.locked_by, x.locked_at, ({already}) as already,"
+                " coalesce(x.locked_at >= now() - %(lock_expiry)s::interval, false) as locked{row}"
+                " from {jobs} as x where x.id = any(%(ids)b::bigint[]) order by x.id"
+            ).format(
+                already=call.already(),
+                row=sql.SQL(", to_json(x) as row" if with_rows else ""),
+                jobs=tx.schema.tables.jobs,
+            ),
+            {"ids": IdArray(ids), "lock_expiry": LOCK_EXPIRY, **call.params},
         )
     }
-    affected = [job_id for job_id, row in found.items() if not row["locked"]]
+    affected = [i for i, row in found.items() if not row["locked"] and not row["already"]]
     rows = [found[job_id]["row"] for job_id in affected] if with_rows else None
     skips = Skips()
     for job_id in sorted(ids):
@@ -203,6 +233,8 @@ def preview(tx: Tx, ids: list[int], *, with_rows: bool) -> Outcome:
             skips.unknown.append(job_id)
         elif row["locked"]:
             skips.locked.append(locked_entry(row))
+        elif row["already"]:
+            skips.already.append(job_id)
     return Outcome(affected, skips, rows)
 
 

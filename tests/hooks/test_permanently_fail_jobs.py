@@ -18,13 +18,35 @@ def test_fails_the_jobs_and_leaves_others_unaffected(
 
     rows = hook.permanently_fail_jobs([s.failed, s.regular1, s.locked, s.regular2], "TESTING!")
 
-    assert sorted(row["id"] for row in rows) == [s.failed, s.regular1, s.regular2]
+    assert sorted(row["id"] for row in rows) == [s.regular1, s.regular2]
     after = gw_db.jobs()
-    for job_id in (s.failed, s.regular1, s.regular2):
+    for job_id in (s.regular1, s.regular2):
         assert after[job_id]["attempts"] == after[job_id]["max_attempts"]
         assert after[job_id]["last_error"] == "TESTING!"
-    assert after[s.locked] == before[s.locked]
-    assert after[s.untouched] == before[s.untouched]
+    # Already permanently failed: left as it was (its error and its updated_at, which
+    # cleanup's age bound counts from), not rewritten.
+    for job_id in (s.failed, s.locked, s.untouched):
+        assert after[job_id] == before[job_id]
+
+
+def test_a_rerun_reports_already_so_and_touches_nothing(
+    gw_db: GraphileDB, hook: GraphileWorkerHook
+) -> None:
+    job = gw_db.add_job("job3", run_at=None)
+    first = hook.run_job_function("permanently_fail_jobs", [job], reason="gone")
+    assert first.affected == [job]
+    before = snapshot(gw_db)
+    again = hook.run_job_function("permanently_fail_jobs", [job], reason="other")
+    assert (again.affected, again.skipped) == ([], [{"id": job, "reason": "already so"}])
+    preview = hook.run_job_function("permanently_fail_jobs", [job], dry_run=True)
+    assert preview.skipped == [{"id": job, "reason": "already so"}]
+    assert snapshot(gw_db) == before
+    moved = hook.run_job_function("reschedule_jobs", [job], priority=5)
+    assert moved.affected == [job]
+    same = hook.run_job_function("reschedule_jobs", [job], priority=5)
+    assert same.skipped == [{"id": job, "reason": "already so"}]
+    bulk = hook.run_job_function_on_filter("reschedule_jobs", {"job_ids": [job]}, priority=5)
+    assert (bulk.changed, bulk.skipped_already, bulk.skipped_locked) == (0, 1, 0)
 
 
 def test_default_reason_is_graphile_workers(gw_db: GraphileDB, hook: GraphileWorkerHook) -> None:
