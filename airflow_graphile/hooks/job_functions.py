@@ -21,6 +21,10 @@ from airflow_graphile.hooks.tables import LOCK_EXPIRY, Tables
 from airflow_graphile.reports import Skips
 from airflow_graphile.validation import parse_reason, parse_run_at, parse_smallint
 
+# permanently_fail_jobs's message when it is given none.
+GRAPHILE_DEFAULT_REASON = "Manually marked as failed"
+# Between a job's new last_error and the one it had before (kept, not overwritten).
+PREVIOUS_ERROR = "\n-- previous error --\n"
 # How a job function receives its ids when they are given: one array parameter, sent in
 # binary, packed by id_array (a million ids: 12 MB and milliseconds).
 IDS_PARAM = sql.SQL("%(job_ids)b::bigint[]")
@@ -42,14 +46,35 @@ class JobCall:
     arguments: sql.SQL = field(default_factory=lambda: sql.SQL(""))
     params: dict[str, Any] = field(default_factory=dict)
     unchanged: sql.SQL | None = None
+    # Put the job's previous last_error under the new one (``%(reason)s``), instead of
+    # losing it: Graphile Worker keeps only one error per job.
+    keep_error: bool = False
 
     def render(self, tables: Tables, ids: sql.Composable = IDS_PARAM) -> sql.Composed:
+        function = tables.function(self.function)
         if self.unchanged is not None:
             ids = sql.SQL(
                 "(select coalesce(array_agg(x.id), '{{}}') from {jobs} as x"
                 " where x.id = any({ids}) and not ({unchanged}))::bigint[]"
             ).format(jobs=tables.jobs, ids=ids, unchanged=self.unchanged)
-        return sql.SQL("{}({}{})").format(tables.function(self.function), ids, self.arguments)
+        if not self.keep_error:
+            return sql.SQL("{}({}{})").format(function, ids, self.arguments)
+        # Jobs without an error in one call; each job with one in its own call, with the
+        # old error kept below the reason.
+        return sql.SQL(
+            "(select f.* from {function}((select coalesce(array_agg(e.id), '{{}}')"
+            " from {jobs} as e where e.id = any({ids}) and e.last_error is null){arguments})"
+            " as f union all select f.* from {jobs} as e cross join lateral {function}("
+            "array[e.id], coalesce(%(reason)s::text, {default}) || {separator}"
+            " || e.last_error) as f where e.id = any({ids}) and e.last_error is not null)"
+        ).format(
+            function=function,
+            jobs=tables.jobs,
+            ids=ids,
+            arguments=self.arguments,
+            default=sql.Literal(GRAPHILE_DEFAULT_REASON),
+            separator=sql.Literal(PREVIOUS_ERROR),
+        )
 
     def already(self) -> sql.SQL:
         """The ``unchanged`` condition, or false."""
@@ -66,6 +91,7 @@ def permanently_fail_call(reason: Any = None) -> JobCall:
         sql.SQL(", %(reason)s::text"),
         {"reason": parse_reason(reason)},
         unchanged=sql.SQL("x.attempts >= x.max_attempts"),
+        keep_error=True,
     )
 
 

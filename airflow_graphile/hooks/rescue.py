@@ -19,6 +19,7 @@ from psycopg import sql
 
 from airflow_graphile.exceptions import GraphileWorkerFatalError, GraphileWorkerInputError
 from airflow_graphile.hooks import unlock
+from airflow_graphile.hooks.job_functions import PREVIOUS_ERROR
 from airflow_graphile.hooks.session import Tx
 from airflow_graphile.liveness import (
     DEAD,
@@ -42,7 +43,6 @@ PRO_TABLES = ("_private_pro_workers", "_private_pro_pools")
 # Our note on a rescued job starts with this; the crash count is read back from it.
 NOTE_PREFIX = "airflow-graphile: "
 CRASH_NOTE = re.compile(r"^airflow-graphile: a worker died under this job \(crash (\d+) in a row")
-PREVIOUS = "\n-- previous error --\n"
 
 
 @dataclass(frozen=True)
@@ -259,11 +259,11 @@ def crash_note(
     previous = job["last_error"] or ""
     match = CRASH_NOTE.match(previous)
     crashes = int(match.group(1)) + 1 if match else 1
-    if match and PREVIOUS in previous:
-        previous = previous.split(PREVIOUS, 1)[1]
+    if match and PREVIOUS_ERROR in previous:
+        previous = previous.split(PREVIOUS_ERROR, 1)[1]
     elif match:
         previous = ""
-    tail = f"{PREVIOUS}{previous}" if previous else ""
+    tail = f"{PREVIOUS_ERROR}{previous}" if previous else ""
     when = at.isoformat(timespec="seconds")
     if crashes >= max_crashes:
         note = (

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_graphile.exceptions import GraphileWorkerInputError
+from airflow_graphile.exceptions import GraphileWorkerFatalError, GraphileWorkerInputError
 from airflow_graphile.filters import DEFAULT_BATCH_SIZE
 from airflow_graphile.operators.base import GraphileWorkerBaseOperator
 from airflow_graphile.reports import parse_return_ids
+from airflow_graphile.validation import parse_bool
 
 
 class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
@@ -25,6 +26,10 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         in batches of ``batch_size``, each its own short transaction.
     :param allow_all: Let an empty ``job_filter`` select every job.
     :param batch_size: Jobs per batch with ``job_filter`` (1 to 100,000; default 2,000).
+    :param fail_if_nothing_changed: Fail the task (without retry) when the call changed no
+        job although some were asked for or matched - for example because every one was
+        locked by a worker - so that the run shows red (templated). Default: succeed and
+        report the skipped jobs. A dry run never fails for this.
     :param return_ids: With ``job_ids``, what the XCom lists: ``"sample"`` (default: the
         counts, and the first 1,000 ids of each kind) or ``"all"`` (every id; at a million
         ids that is megabytes in Airflow's metadata database).
@@ -48,6 +53,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         "allow_all",
         "batch_size",
         "return_ids",
+        "fail_if_nothing_changed",
     )
 
     def __init__(
@@ -58,6 +64,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         allow_all: bool | str = False,
         batch_size: int | str = DEFAULT_BATCH_SIZE,
         return_ids: str = "sample",
+        fail_if_nothing_changed: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,6 +73,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         self.allow_all = allow_all
         self.batch_size = batch_size
         self.return_ids = return_ids
+        self.fail_if_nothing_changed = fail_if_nothing_changed
 
     def run_job_function(self, function: str, **arguments: Any) -> dict[str, Any]:
         """Call the hook once, log the summary, return the XCom.
@@ -79,6 +87,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
                 f"{'both' if by_filter else 'neither'})"
             )
         return_ids = parse_return_ids(self.return_ids)
+        must_change = parse_bool(self.fail_if_nothing_changed, "fail_if_nothing_changed")
         hook = self.get_hook()
         if by_filter:
             bulk = hook.run_job_function_on_filter(
@@ -92,6 +101,11 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
             if not bulk.dry_run and bulk.matched_at_start == 0:
                 self.log.info("%s: no job matches %s; nothing to do", function, bulk.job_filter)
             self.log.info("%s", bulk.summary())
+            if must_change and not bulk.dry_run and bulk.processed and not bulk.changed:
+                raise GraphileWorkerFatalError(
+                    f"{function}: {bulk.processed} job(s) matched and none was changed "
+                    f"(fail_if_nothing_changed=True): {bulk.summary()}"
+                )
             return bulk.to_xcom()
         report = hook.run_job_function(
             function, self.job_ids, dry_run=self.is_dry_run(), **arguments
@@ -99,4 +113,9 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         if not report.requested:
             self.log.info("%s: job_ids is empty, nothing to do", function)
         self.log.info("%s", report.summary())
+        if must_change and not report.dry_run and report.requested and not report.affected:
+            raise GraphileWorkerFatalError(
+                f"{function}: none of the {len(report.requested)} job(s) asked for was changed "
+                f"(fail_if_nothing_changed=True): {report.summary()}"
+            )
         return report.to_xcom(return_ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from psycopg import sql
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
@@ -74,3 +75,33 @@ def test_a_reason_that_is_not_text_changes_nothing(
     with pytest.raises(GraphileWorkerInputError, match="reason"):
         hook.permanently_fail_jobs([s.regular1], reason=["no"])  # type: ignore[arg-type]
     assert snapshot(gw_db) == before
+
+
+def test_the_error_that_made_someone_give_up_is_kept(
+    gw_db: GraphileDB, hook: GraphileWorkerHook
+) -> None:
+    bounced, fresh = gw_db.add_job("send_email"), gw_db.add_job("send_email")
+    gw_db.query(
+        sql.SQL("update {} set attempts = 3, last_error = %s where id = %s").format(
+            sql.Identifier(gw_db.schema, "_private_jobs")
+        ),
+        ["550 mailbox unavailable", bounced],
+    )
+    report = hook.run_job_function("permanently_fail_jobs", [bounced, fresh], reason="gave up")
+    assert report.affected == [bounced, fresh]
+    jobs = gw_db.jobs()
+    assert jobs[bounced]["last_error"] == "gave up\n-- previous error --\n550 mailbox unavailable"
+    assert jobs[fresh]["last_error"] == "gave up"
+    assert jobs[bounced]["attempts"] == jobs[bounced]["max_attempts"]
+    by_filter = gw_db.add_job("send_email")
+    gw_db.query(
+        sql.SQL("update {} set last_error = 'timeout' where id = %s").format(
+            sql.Identifier(gw_db.schema, "_private_jobs")
+        ),
+        [by_filter],
+    )
+    bulk = hook.run_job_function_on_filter("permanently_fail_jobs", {"job_ids": [by_filter]})
+    assert bulk.changed == 1
+    assert gw_db.jobs()[by_filter]["last_error"] == (
+        "Manually marked as failed\n-- previous error --\ntimeout"
+    )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from airflow_graphile.exceptions import GraphileWorkerInputError
+from airflow_graphile.exceptions import GraphileWorkerFatalError, GraphileWorkerInputError
 from airflow_graphile.operators import GraphileWorkerCompleteJobsOperator
 from devkit.dag_runs import DagRunResult
 from devkit.graphile import GraphileDB
@@ -119,3 +119,23 @@ def test_a_large_id_list_keeps_the_xcom_small_unless_all_are_asked_for(
         GraphileWorkerCompleteJobsOperator(
             task_id="t", graphile_worker_conn_id=gw_db.conn_id, job_ids=ids, return_ids="some"
         ).execute({})  # type: ignore[arg-type]
+
+
+def test_fail_if_nothing_changed_turns_a_skipped_run_red(gw_db: GraphileDB) -> None:
+    s = make_selection_of_jobs(gw_db)
+    before = snapshot(gw_db)
+
+    def operator(**kwargs: object) -> GraphileWorkerCompleteJobsOperator:
+        return GraphileWorkerCompleteJobsOperator(
+            task_id="t", graphile_worker_conn_id=gw_db.conn_id, **kwargs
+        )
+
+    with pytest.raises(GraphileWorkerFatalError, match="none of the 1 job"):
+        operator(job_ids=[s.locked], fail_if_nothing_changed=True).execute({})  # type: ignore[arg-type]
+    with pytest.raises(GraphileWorkerFatalError, match="none was changed"):
+        operator(job_filter={"job_ids": [s.locked]}, fail_if_nothing_changed="True").execute({})  # type: ignore[arg-type]
+    assert snapshot(gw_db) == before
+    # Without it, or in a dry run, the same run succeeds and reports the skip.
+    assert operator(job_ids=[s.locked]).execute({})["skipped_count"] == 1  # type: ignore[arg-type]
+    dry = operator(job_ids=[s.locked], fail_if_nothing_changed=True, dry_run=True)
+    assert dry.execute({})["affected"] == []  # type: ignore[arg-type]
