@@ -15,7 +15,8 @@ from devkit.selection import delete_job, fail_permanently
 
 @pytest.fixture
 def cleanup_dag(run_example: Callable[..., DagRunResult]) -> Callable[[], DagRunResult]:
-    return lambda: run_example("graphile_worker_cleanup", {})
+    # Failed jobs are kept a week by default; these tests fail them just before.
+    return lambda: run_example("graphile_worker_cleanup", {"keep_failed_for_hours": 0})
 
 
 def _garbage(db: GraphileDB) -> None:
@@ -69,3 +70,13 @@ def test_skips_task_gc_while_jobs_are_locked(
     result = cleanup_dag()
     reason = result.xcom["cleanup"]["skipped_steps"]["GC_TASK_IDENTIFIERS"]
     assert "worker-without-plugin" in reason
+
+
+def test_keeps_recently_failed_jobs_for_a_week_by_default(
+    gw_db: GraphileDB, run_example: Callable[..., DagRunResult]
+) -> None:
+    _garbage(gw_db)
+    run = run_example("graphile_worker_cleanup", {})
+    assert run.state == "success"
+    assert run.xcom["cleanup"]["removed"]["DELETE_PERMAFAILED_JOBS"] == 0
+    assert "old_report" in gw_db.tasks()
