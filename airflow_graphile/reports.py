@@ -401,13 +401,16 @@ class BulkReport:
     batches handed to Graphile Worker's function; ``changed`` the rows it changed;
     ``skipped_locked`` those it left alone because a worker held them;
     ``skipped_already`` those already as the call would leave them (not touched). A dry
-    run fills ``locked_at_start`` and ``sample`` and changes nothing.
+    run fills ``locked_at_start`` and ``sample`` and changes nothing. ``seconds`` is the
+    whole run, ``paused_seconds`` the part of it spent pausing between batches, as the
+    ``duty_cycle`` (the share of time the run may spend in batches) asked.
     """
 
     function: str
     job_filter: dict[str, Any]
     dry_run: bool
     batch_size: int
+    duty_cycle: float = 1.0
     matched_at_start: int = 0
     locked_at_start: int = 0
     processed: int = 0
@@ -415,6 +418,7 @@ class BulkReport:
     batches: int = 0
     seconds: float = 0.0
     longest_batch_seconds: float = 0.0
+    paused_seconds: float = 0.0
     skipped_busy: int = 0
     skipped_already: int = 0
     busy_sample: list[int] = field(default_factory=list)
@@ -447,7 +451,9 @@ class BulkReport:
             "busy_sample": self.busy_sample,
             "batches": self.batches,
             "batch_size": self.batch_size,
+            "duty_cycle": self.duty_cycle,
             "seconds": round(self.seconds, 3),
+            "paused_seconds": round(self.paused_seconds, 3),
             "longest_batch_seconds": round(self.longest_batch_seconds, 4),
             "sample": self.sample,
         }
@@ -476,10 +482,15 @@ class BulkReport:
         already = (
             f", {self.skipped_already} already so (left untouched)" if self.skipped_already else ""
         )
+        paused = (
+            f", {self.paused_seconds:.1f} s of it paused between batches (duty_cycle "
+            f"{self.duty_cycle:g})"
+            if self.paused_seconds
+            else ""
+        )
         return (
             f"{self.function}: {self.changed} changed, {self.skipped_locked} skipped (locked "
             f"by a worker){already}, of {self.processed} matching job(s) in {self.batches} "
-            f"batch(es) of up to {self.batch_size}; {self.seconds:.1f} s ({rate:.0f} jobs/s), "
-            "longest "
-            f"batch {self.longest_batch_seconds * 1000:.0f} ms{busy}"
+            f"batch(es) of up to {self.batch_size}; {self.seconds:.1f} s ({rate:.0f} jobs/s)"
+            f"{paused}, longest batch {self.longest_batch_seconds * 1000:.0f} ms{busy}"
         )

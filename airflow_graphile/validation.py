@@ -260,6 +260,29 @@ def parse_run_at(value: Any) -> datetime | None:
     return parsed
 
 
+_RELATIVE = re.compile(r"\s*([+-])\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*", re.ASCII)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_run_at_or_delay(value: Any) -> datetime | timedelta | None:
+    """``run_at`` as a time (see :func:`parse_run_at`) or as a delay from the database's now.
+
+    A delay is a timedelta, or text with a sign, a number and a unit (s, m, h, d, w):
+    ``"+90s"``, ``"+15m"``, ``"+1h"``, ``"-2d"``.
+    """
+    if isinstance(value, timedelta):
+        if abs(value) > DURATION_MAX:
+            raise GraphileWorkerInputError(f"run_at: {value!r} is further than a century")
+        return value
+    if isinstance(value, str) and (match := _RELATIVE.fullmatch(value)):
+        sign, number, unit = match.groups()
+        seconds = float(number) * _UNIT_SECONDS[unit] * (-1 if sign == "-" else 1)
+        if abs(seconds) > DURATION_MAX.total_seconds():
+            raise GraphileWorkerInputError(f"run_at: {value!r} is further than a century")
+        return timedelta(seconds=seconds)
+    return parse_run_at(value)
+
+
 def parse_smallint(value: Any, name: str, minimum: int = SMALLINT_MIN) -> int | None:
     """Return an integer in ``[minimum, 32767]`` (Graphile Worker stores it as smallint).
 

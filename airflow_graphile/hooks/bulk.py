@@ -2,10 +2,12 @@
 
 River's job cleaner is the model: one cut-off per run (the largest id at the start),
 keyset paging by id, one short transaction per batch, progress logged as it goes.
+A duty cycle paces the batches so that a live worker keeps most of the machine.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +24,14 @@ from airflow_graphile.reports import BulkReport
 
 # How often a filtered operation logs its progress.
 PROGRESS_EVERY_SECONDS = 5.0
+# The share of wall time a filtered operation may spend inside its batch statements:
+# after a batch that took t seconds it pauses t * (1 - d) / d (so 0.5 pauses as long as
+# the batch took; 1.0 never pauses). On 2 CPUs, one worker (--jobs 4) kept 66% of its
+# throughput with no pause and >= 90% at this default, for a run ~2x longer
+# (BENCHMARKS.md, figure 3).
+DEFAULT_DUTY_CYCLE = 0.5
+# The longest pause after one batch, however long it took (a batch that waited on locks).
+MAX_PAUSE_SECONDS = 5.0
 
 
 def run(
@@ -45,15 +55,48 @@ def run(
                 report.sample = sample(tx, job_filter, up_to, sample_size)
                 return
             tx.log.info(
-                "%s: %d job(s) match %s; working in batches of %d",
+                "%s: %d job(s) match %s; working in batches of %d, at most %.0f%% of the "
+                "time (duty_cycle %g)",
                 report.function,
                 report.matched_at_start,
                 job_filter.describe(),
                 report.batch_size,
+                100 * report.duty_cycle,
+                report.duty_cycle,
             )
             run_batches(tx, job_filter, call, report, up_to)
     finally:
         report.seconds = time.monotonic() - began
+
+
+def parse_duty_cycle(value: Any, name: str = "duty_cycle") -> float:
+    """Return a duty cycle: a number greater than 0 and at most 1 (None or "": the default)."""
+    if value is None or value == "":
+        return DEFAULT_DUTY_CYCLE
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if (
+        isinstance(number, bool)
+        or not isinstance(number, (int, float))
+        or not math.isfinite(number)
+        or not 0 < number <= 1
+    ):
+        raise GraphileWorkerInputError(
+            f"{name}: {value!r} is not a number greater than 0 and at most 1 (the share of "
+            "time spent in batches; 1 never pauses)"
+        )
+    return float(number)
+
+
+def pause_after(batch_seconds: float, duty_cycle: float) -> float:
+    """How long to pause after a batch whose statements took ``batch_seconds``."""
+    if duty_cycle >= 1:
+        return 0.0
+    return min(batch_seconds * (1 - duty_cycle) / duty_cycle, MAX_PAUSE_SECONDS)
 
 
 def check_pattern(tx: Tx, pattern: str | None) -> None:
@@ -105,7 +148,8 @@ def run_batches(
 
     ``tx`` must be an autocommit session: each batch is one statement, so one
     transaction. The report is updated after every batch, so it tells how far a run
-    got when an error stops it.
+    got when an error stops it. Between batches the run pauses (``sleep``) as
+    ``report.duty_cycle`` asks (:func:`pause_after`), with no transaction open.
     """
     tables = tx.schema.tables
     size = report.batch_size
@@ -118,7 +162,7 @@ def run_batches(
     after = 0
     while True:
         batch_started = time.monotonic()
-        row = _one_batch(tx, statements, {**base, "after": after}, report, sleep)
+        row, working = _one_batch(tx, statements, {**base, "after": after}, report, sleep)
         took = time.monotonic() - batch_started
         report.batches += 1
         report.longest_batch_seconds = max(report.longest_batch_seconds, took)
@@ -134,6 +178,10 @@ def run_batches(
             break  # the window reached the end
         else:
             after = int(row["scanned_to"])  # the window was read to its end
+        pause = pause_after(working, report.duty_cycle)
+        if pause > 0:  # autocommit: the batch is committed, no transaction is open
+            sleep(pause)
+            report.paused_seconds += pause
         if time.monotonic() - last_log >= PROGRESS_EVERY_SECONDS:
             last_log = time.monotonic()
             _log_progress(tx, report, started)
@@ -145,23 +193,34 @@ def _one_batch(
     params: dict[str, Any],
     report: BulkReport,
     sleep: Callable[[float], None],
-) -> dict[str, Any]:
-    """Run one batch; on lock_timeout retry with backoff, then skip the rows held."""
+) -> tuple[dict[str, Any], float]:
+    """Run one batch; on lock_timeout retry with backoff, then skip the rows held.
+
+    Returns the batch's row and the seconds spent in its statements (without the
+    backoff between tries).
+    """
+    working = 0.0
 
     def attempt(skip_busy: bool) -> dict[str, Any]:
+        nonlocal working
         statement, statement_params = statements[skip_busy]
-        row: dict[str, Any] = tx.one(statement, {**statement_params, **params})
+        began = time.monotonic()
+        try:
+            row: dict[str, Any] = tx.one(statement, {**statement_params, **params})
+        finally:
+            working += time.monotonic() - began
         return row
 
     what = f"{report.function}, batch {report.batches + 1}"
-    return with_lock_retries(attempt, log=tx.log, what=what, sleep=sleep)
+    return with_lock_retries(attempt, log=tx.log, what=what, sleep=sleep), working
 
 
 def _log_progress(tx: Tx, report: BulkReport, started: float) -> None:
     elapsed = time.monotonic() - started
     total = max(report.matched_at_start, 1)
     tx.log.info(
-        "%s: %d/%d matching jobs done (%.0f%%), %d changed, %d skipped as locked, %.0f jobs/s",
+        "%s: %d/%d matching jobs done (%.0f%%), %d changed, %d skipped as locked, %.0f jobs/s"
+        "; %.1f of %.1f s paused (duty_cycle %g)",
         report.function,
         report.processed,
         report.matched_at_start,
@@ -169,4 +228,7 @@ def _log_progress(tx: Tx, report: BulkReport, started: float) -> None:
         report.changed,
         report.skipped_locked,
         report.processed / elapsed if elapsed > 0 else 0,
+        report.paused_seconds,
+        elapsed,
+        report.duty_cycle,
     )

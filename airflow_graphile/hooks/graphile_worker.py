@@ -109,12 +109,15 @@ class GraphileWorkerHook(GraphileWorkerConnection):
         self,
         job_ids: Any,
         *,
-        run_at: datetime | str | None = None,
+        run_at: datetime | timedelta | str | None = None,
         priority: int | None = None,
         attempts: int | None = None,
         max_attempts: int | None = None,
     ) -> list[dict[str, Any]]:
         """Change run_at, priority, attempts and/or max_attempts; None leaves a column as is.
+
+        ``run_at`` is a time with a time zone, or a delay from the database's now: a
+        timedelta or text such as ``"+1h"``, ``"+15m"``, ``"+2d"``.
 
         Locked jobs are skipped. Returns the updated rows.
         """

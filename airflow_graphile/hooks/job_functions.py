@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -19,7 +19,7 @@ from airflow_graphile.hooks.id_array import IdArray
 from airflow_graphile.hooks.session import Tx
 from airflow_graphile.hooks.tables import LOCK_EXPIRY, Tables
 from airflow_graphile.reports import Skips
-from airflow_graphile.validation import parse_reason, parse_run_at, parse_smallint
+from airflow_graphile.validation import parse_reason, parse_run_at_or_delay, parse_smallint
 
 # permanently_fail_jobs's message when it is given none.
 GRAPHILE_DEFAULT_REASON = "Manually marked as failed"
@@ -95,14 +95,18 @@ def permanently_fail_call(reason: Any = None) -> JobCall:
     )
 
 
+# reschedule's run_at: a time, or now (the database's) plus a delay; null: unchanged.
+RUN_AT = "coalesce(%(run_at)s::timestamptz, now() + %(run_in)s::interval)"
+
+
 def reschedule_call(
-    run_at: datetime | str | None = None,
+    run_at: datetime | timedelta | str | None = None,
     priority: Any = None,
     attempts: Any = None,
     max_attempts: Any = None,
 ) -> JobCall:
     changes: dict[str, Any] = {
-        "run_at": parse_run_at(run_at),
+        "run_at": parse_run_at_or_delay(run_at),
         "priority": parse_smallint(priority, "priority"),
         "attempts": parse_smallint(attempts, "attempts", minimum=0),
         "max_attempts": parse_smallint(max_attempts, "max_attempts", minimum=1),
@@ -114,15 +118,20 @@ def reschedule_call(
     attempts, most = changes["attempts"], changes["max_attempts"]
     if attempts is not None and most is not None and attempts > most:
         raise GraphileWorkerInputError(f"attempts: {attempts} is more than max_attempts {most}")
+    # A delay counts from the database's clock, not Airflow's.
+    delay = changes["run_at"] if isinstance(changes["run_at"], timedelta) else None
+    changes["run_in"] = delay
+    if delay is not None:
+        changes["run_at"] = None
     return JobCall(
         "reschedule_jobs",
         sql.SQL(
-            ", run_at => %(run_at)s::timestamptz, priority => %(priority)s::int,"
+            ", run_at => " + RUN_AT + ", priority => %(priority)s::int,"
             " attempts => %(attempts)s::int, max_attempts => %(max_attempts)s::int"
         ),
         changes,
         unchanged=sql.SQL(
-            "(%(run_at)s::timestamptz is null or x.run_at = %(run_at)s::timestamptz)"
+            "(" + RUN_AT + " is null or x.run_at = " + RUN_AT + ")"
             " and (%(priority)s::int is null or x.priority = %(priority)s::int)"
             " and (%(attempts)s::int is null or x.attempts = %(attempts)s::int)"
             " and (%(max_attempts)s::int is null or x.max_attempts = %(max_attempts)s::int)"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Context
@@ -23,7 +23,9 @@ class GraphileWorkerRescheduleJobsOperator(GraphileWorkerJobsOperator):
     Select the jobs by ``job_ids``, or by ``job_filter`` for bulk work in batches; see
     :class:`~airflow_graphile.operators.jobs.GraphileWorkerJobsOperator`.
     :param run_at: New run time: a time-zone-aware datetime or an ISO 8601 string with
-        an offset, e.g. ``2026-01-31T18:00:00+00:00`` (templated).
+        an offset, or a delay from the database's now: a timedelta, or text such as
+        ``"+1h"``, ``"+15m"``, ``"+2d"`` (units s, m, h, d, w), templated. Kept between
+        1970 and 9999 (UTC).
     :param priority: New priority, -32768 to 32767; lower runs first (templated).
     :param attempts: New attempt count, 0 to 32767; 0 gives the job all its retries back
         (templated).
@@ -43,7 +45,7 @@ class GraphileWorkerRescheduleJobsOperator(GraphileWorkerJobsOperator):
     def __init__(
         self,
         *,
-        run_at: datetime | str | None = None,
+        run_at: datetime | timedelta | str | None = None,
         priority: int | str | None = None,
         attempts: int | str | None = None,
         max_attempts: int | str | None = None,

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
@@ -103,3 +104,25 @@ def test_in_the_past_makes_a_job_due_now(gw_db: GraphileDB, hook: GraphileWorker
     job = gw_db.add_job("job3", run_at=datetime.now(timezone.utc) + timedelta(days=1))
     hook.reschedule_jobs([job], run_at=datetime(2000, 1, 1, tzinfo=timezone.utc))
     assert gw_db.jobs()[job]["run_at"] < datetime.now(timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("run_at", "seconds"),
+    [("+1h", 3600), (" +15m ", 900), ("-2d", -172800), (timedelta(minutes=5), 300)],
+)
+def test_relative_run_at_counts_from_the_database_clock(
+    gw_db: GraphileDB, hook: GraphileWorkerHook, run_at: object, seconds: float
+) -> None:
+    job = gw_db.add_job("job3")
+    (row,) = hook.reschedule_jobs([job], run_at=run_at)  # type: ignore[arg-type]
+    (now,) = gw_db.query(sql.SQL("select now() as now"))
+    moved = (
+        datetime.fromisoformat(row["run_at"]) if isinstance(row["run_at"], str) else row["run_at"]
+    )
+    assert abs((moved - now["now"]).total_seconds() - seconds) < 60
+
+
+@pytest.mark.parametrize("bad", ["+1y", "+", "1h", "+1e9h", "+100000w"])
+def test_relative_run_at_refused_naming_it(hook: GraphileWorkerHook, bad: str) -> None:
+    with pytest.raises(GraphileWorkerInputError, match=r"^run_at: "):
+        hook.reschedule_jobs([1], run_at=bad)
