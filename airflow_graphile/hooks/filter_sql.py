@@ -102,6 +102,18 @@ def sample_statement(tables: Tables, job_filter: JobFilter) -> tuple[sql.Compose
     )
 
 
+def ids_statement(tables: Tables, job_filter: JobFilter) -> tuple[sql.Composed, dict[str, Any]]:
+    """The ids of the matching jobs, ascending, at most ``%(limit)s`` (null: all)."""
+    _source, where, params = filter_parts(tables, job_filter)
+    return (
+        sql.SQL(
+            "select coalesce(array_agg(id order by id), '{{}}') as ids from"
+            " (select j.id from {jobs} as j where {where} order by j.id limit %(limit)s) as m"
+        ).format(jobs=tables.jobs, where=where),
+        params,
+    )
+
+
 # A batch reads at most this many times batch_size jobs (matching or not), in id order.
 SCAN_FACTOR = 10
 

@@ -15,7 +15,15 @@ from typing import Any
 
 from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.filters import DEFAULT_BATCH_SIZE, parse_job_filter
-from airflow_graphile.hooks import bulk, job_functions, rescue, stats, stuck_locks, unlock
+from airflow_graphile.hooks import (
+    bulk,
+    filter_sql,
+    job_functions,
+    rescue,
+    stats,
+    stuck_locks,
+    unlock,
+)
 from airflow_graphile.hooks import cleanup as cleanup_sql
 from airflow_graphile.hooks.connection import GraphileWorkerConnection, optional_duration
 from airflow_graphile.hooks.session import bounded, with_lock_retries
@@ -193,6 +201,7 @@ class GraphileWorkerHook(GraphileWorkerConnection):
         batch_size: int | str = DEFAULT_BATCH_SIZE,
         dry_run: bool = False,
         sample_size: int = 10,
+        duty_cycle: float | str | None = bulk.DEFAULT_DUTY_CYCLE,
         **arguments: Any,
     ) -> BulkReport:
         """Apply a job function to every job a filter selects, in short batches.
@@ -211,16 +220,48 @@ class GraphileWorkerHook(GraphileWorkerConnection):
         that meets rows another transaction holds retries, then skips those rows
         (``skipped_busy``). ``dry_run`` only counts the matching jobs (and how many are
         locked) and returns a sample, in a read-only snapshot.
+
+        ``duty_cycle`` (greater than 0, at most 1; default 0.5, None for the default)
+        is the share of wall time the run may spend in batch statements: after a batch
+        that took t seconds it pauses t * (1 - duty_cycle) / duty_cycle (at most 5 s),
+        with no transaction open, so that live workers keep the machine. 1.0 never
+        pauses (fastest, hardest on the workers); ``paused_seconds`` reports the pauses.
         """
         selected = parse_job_filter(job_filter, allow_all=allow_all)
         call = job_functions.job_call(function, arguments)
         size = parse_batch_size(batch_size)
-        report = BulkReport(function, selected.to_dict(), dry_run=dry_run, batch_size=size)
+        duty = bulk.parse_duty_cycle(duty_cycle)
+        report = BulkReport(
+            function, selected.to_dict(), dry_run=dry_run, batch_size=size, duty_cycle=duty
+        )
         with bounded(self.timeouts, f"{function} by filter", report.progress):
             bulk.run(self.transaction, selected, call, report, sample_size=sample_size)
         return report
 
     # --- queue statistics ------------------------------------------------------------
+
+    def find_job_ids(
+        self, job_filter: Any, *, limit: int | None = None, allow_all: bool | str = False
+    ) -> list[int]:
+        """The ids of the jobs a filter selects, ascending (at most ``limit``); reads only.
+
+        ``job_filter`` as for :meth:`run_job_function_on_filter`. For a task that finds
+        jobs and hands them to another by XCom, e.g. ``find_billing_jobs()``; for big
+        selections prefer ``job_filter`` on the operator itself, which works in batches.
+        """
+        parsed = parse_job_filter(job_filter, allow_all=allow_all)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise GraphileWorkerInputError(f"limit: {limit!r} is not a whole number >= 1")
+        with (
+            bounded(self.timeouts, "finding job ids", lambda: READ_ONLY),
+            self.transaction(read_only=True) as tx,
+        ):
+            bulk.check_pattern(tx, parsed.last_error_pattern)
+            statement, params = filter_sql.ids_statement(tx.schema.tables, parsed)
+            row = tx.one(statement, {**params, "limit": limit})
+        return list(row["ids"])
 
     def queue_stats(self) -> dict[str, Any]:
         """Count jobs by state, by task identifier and by queue, and describe the locks.

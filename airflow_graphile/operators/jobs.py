@@ -26,6 +26,11 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         in batches of ``batch_size``, each its own short transaction.
     :param allow_all: Let an empty ``job_filter`` select every job.
     :param batch_size: Jobs per batch with ``job_filter`` (1 to 100,000; default 2,000).
+    :param duty_cycle: With ``job_filter``, the share of wall time the run may spend in
+        batches, greater than 0 and at most 1 (templated; default 0.5): after a batch
+        that took t seconds it pauses t * (1 - duty_cycle) / duty_cycle (at most 5 s), so
+        that live workers keep the machine. 1.0 never pauses (fastest, hardest on the
+        workers).
     :param fail_if_nothing_changed: Fail the task (without retry) when the call changed no
         job although some were asked for or matched - for example because every one was
         locked by a worker - so that the run shows red (templated). Default: succeed and
@@ -41,9 +46,9 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
     concurrently``).
 
     With ``job_filter`` the XCom is ``{"function", "filter", "dry_run", "matched_at_start",
-    "processed", "changed", "skipped_locked", "batches", "seconds",
-    "longest_batch_seconds", "sample"}`` (a dry run fills ``locked_at_start`` and
-    ``sample`` instead of changing anything).
+    "processed", "changed", "skipped_locked", "batches", "seconds", "duty_cycle",
+    "paused_seconds", "longest_batch_seconds", "sample"}`` (a dry run fills
+    ``locked_at_start`` and ``sample`` instead of changing anything).
     """
 
     template_fields: Sequence[str] = (
@@ -52,6 +57,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         "job_filter",
         "allow_all",
         "batch_size",
+        "duty_cycle",
         "return_ids",
         "fail_if_nothing_changed",
     )
@@ -63,6 +69,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         job_filter: Any = None,
         allow_all: bool | str = False,
         batch_size: int | str = DEFAULT_BATCH_SIZE,
+        duty_cycle: float | str | None = None,
         return_ids: str = "sample",
         fail_if_nothing_changed: bool | str = False,
         **kwargs: Any,
@@ -72,6 +79,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         self.job_filter = job_filter
         self.allow_all = allow_all
         self.batch_size = batch_size
+        self.duty_cycle = duty_cycle
         self.return_ids = return_ids
         self.fail_if_nothing_changed = fail_if_nothing_changed
 
@@ -95,6 +103,7 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
                 self.job_filter,
                 allow_all=self.allow_all,
                 batch_size=self.batch_size,
+                duty_cycle=self.duty_cycle,
                 dry_run=self.is_dry_run(),
                 **arguments,
             )

@@ -263,3 +263,17 @@ def test_rows_with_times_python_cannot_hold_do_not_break_reports(
     assert hook.queue_stats()["total"] == 2
     with pytest.raises(GraphileWorkerInputError, match=r"^run_at: "):
         hook.reschedule_jobs([far], run_at="9999-12-31T23:59:59-14:00")
+
+
+def test_find_job_ids_returns_what_a_filter_selects(
+    gw_db: GraphileDB, hook: GraphileWorkerHook
+) -> None:
+    jobs = _zoo(gw_db)
+    billing = hook.find_job_ids({"queue_names": ["billing"]})
+    assert billing == sorted([jobs["scheduled"], jobs["failed"]])
+    assert hook.find_job_ids({"states": ["ready"]}, limit=1) == [jobs["ready"]]
+    assert hook.find_job_ids({}, allow_all=True) == sorted(gw_db.jobs())
+    with pytest.raises(GraphileWorkerInputError, match=r"^limit: "):
+        hook.find_job_ids({"states": ["ready"]}, limit=0)
+    with pytest.raises(GraphileWorkerInputError, match="last_error_pattern"):
+        hook.find_job_ids({"last_error_pattern": "(("})
