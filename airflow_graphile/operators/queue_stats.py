@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow.sdk import Context
@@ -27,19 +28,28 @@ class GraphileWorkerThresholdError(GraphileWorkerFatalError):
     """A queue statistic is beyond the threshold the DAG set for it."""
 
 
-def parse_thresholds(value: Any) -> dict[str, float]:
-    """Check ``{statistic: maximum}`` (a dict or a JSON object in a string).
+# Thresholds per task identifier or per queue watch the jobs in a state, or all of them.
+GROUP_KEYS: tuple[str, ...] = ("total", *STATES)
+GROUPS = ("by_task", "by_queue")
 
-    Names come from :data:`THRESHOLD_KEYS`.
-    """
-    if value in (None, "", {}):
-        return {}
-    value = parse_mapping(value, "thresholds")
-    unknown = sorted(set(value) - set(THRESHOLD_KEYS))
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Maxima for the whole queue, and per task identifier / queue name."""
+
+    overall: dict[str, float] = field(default_factory=dict)
+    by_task: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_queue: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _limits(value: Any, allowed: tuple[str, ...], where: str) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise GraphileWorkerInputError(f"thresholds: {where} must be an object, got {value!r}")
+    unknown = sorted(set(value) - set(allowed))
     if unknown:
         raise GraphileWorkerInputError(
-            f"thresholds: unknown statistic(s) {', '.join(unknown)}; "
-            f"allowed: {', '.join(THRESHOLD_KEYS)}"
+            f"thresholds: unknown statistic(s) {', '.join(map(str, unknown))}"
+            f"{' in ' + where if where != 'thresholds' else ''}; allowed: {', '.join(allowed)}"
         )
     limits = {}
     for key, limit in value.items():
@@ -52,6 +62,56 @@ def parse_thresholds(value: Any) -> dict[str, float]:
             raise GraphileWorkerInputError(f"thresholds: {key}={limit!r} is not a number >= 0")
         limits[key] = float(limit)
     return limits
+
+
+def parse_thresholds(value: Any) -> Thresholds:
+    """Check the thresholds (a dict or a JSON object in a string).
+
+    ``{statistic: maximum}`` with names from :data:`THRESHOLD_KEYS`, plus optionally
+    ``"by_task"`` and ``"by_queue"``: ``{name: {statistic: maximum}}`` with names from
+    :data:`GROUP_KEYS`.
+    """
+    if value in (None, "", {}):
+        return Thresholds()
+    value = parse_mapping(value, "thresholds")
+    groups = {group: value.pop(group) for group in GROUPS if group in value}
+    parsed = {}
+    for group, per_name in groups.items():
+        if not isinstance(per_name, dict):
+            raise GraphileWorkerInputError(
+                f"thresholds: {group} must map names to thresholds, got {per_name!r}"
+            )
+        parsed[group] = {
+            str(name): _limits(limits, GROUP_KEYS, f"{group}.{name}")
+            for name, limits in per_name.items()
+        }
+    return Thresholds(_limits(value, THRESHOLD_KEYS, "thresholds"), **parsed)
+
+
+def breaches(limits: Thresholds, stats: dict[str, Any]) -> list[str]:
+    """Every statistic above its threshold, in words."""
+    locks = stats["locks"]
+    values = {
+        "total": stats["total"],
+        **stats["by_state"],
+        "oldest_ready_age_seconds": stats["oldest_ready_age_seconds"],
+        "oldest_lock_age_seconds": locks["oldest_age_seconds"],
+    }
+    found = [
+        f"{key} is {values[key]} (threshold {limit:g})"
+        for key, limit in limits.overall.items()
+        if values[key] is not None and values[key] > limit
+    ]
+    for group, per_name in (("by_task", limits.by_task), ("by_queue", limits.by_queue)):
+        for name, group_limits in per_name.items():
+            counts = stats[group].get(name, {})
+            group_values = {"total": sum(counts.values()), **counts}
+            found += [
+                f"{group}[{name}].{key} is {group_values.get(key, 0)} (threshold {limit:g})"
+                for key, limit in group_limits.items()
+                if group_values.get(key, 0) > limit
+            ]
+    return found
 
 
 def _top(counts: dict[str, dict[str, int]]) -> str:
@@ -76,8 +136,10 @@ class GraphileWorkerQueueStatsOperator(GraphileWorkerBaseOperator):
     :param thresholds: Optional ``{statistic: maximum}`` (templated); the task fails,
         so Airflow's alerting fires, when a statistic is above its maximum. Statistics:
         ``total``, a state name (jobs in that state), ``oldest_ready_age_seconds``,
-        ``oldest_lock_age_seconds``. Example: ``{"oldest_ready_age_seconds": 600,
-        "failed": 100}``.
+        ``oldest_lock_age_seconds``; and per task identifier or queue, under ``"by_task"``
+        / ``"by_queue"``, ``total`` or a state. Example: ``{"oldest_ready_age_seconds":
+        600, "failed": 100, "by_task": {"send_email": {"ready": 1000}}, "by_queue":
+        {"billing": {"failed": 0}}}``.
 
     Returns (XCom) the statistics of :meth:`GraphileWorkerHook.queue_stats`.
     """
@@ -107,19 +169,9 @@ class GraphileWorkerQueueStatsOperator(GraphileWorkerBaseOperator):
             _top(stats["by_task"]) or "-",
             _top(stats["by_queue"]) or "-",
         )
-        values = {
-            "total": stats["total"],
-            **stats["by_state"],
-            "oldest_ready_age_seconds": stats["oldest_ready_age_seconds"],
-            "oldest_lock_age_seconds": locks["oldest_age_seconds"],
-        }
-        breaches = [
-            f"{key} is {values[key]} (threshold {limit:g})"
-            for key, limit in limits.items()
-            if values[key] is not None and values[key] > limit
-        ]
-        if breaches:
+        beyond = breaches(limits, stats)
+        if beyond:
             raise GraphileWorkerThresholdError(
-                "Graphile Worker queue beyond its thresholds: " + "; ".join(breaches)
+                "Graphile Worker queue beyond its thresholds: " + "; ".join(beyond)
             )
         return stats

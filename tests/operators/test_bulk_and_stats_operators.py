@@ -147,3 +147,24 @@ def test_a_statement_timeout_fails_the_task_as_retryable(
     assert result.task_states["bulk_fail"] == "failed"
     assert result.tries["bulk_fail"] == 3  # retries=2: a timeout is worth another try
     assert snapshot(gw_db) == before
+
+
+def test_thresholds_per_task_identifier_and_queue(gw_db: GraphileDB) -> None:
+    from airflow_graphile.operators import GraphileWorkerQueueStatsOperator
+    from airflow_graphile.operators.queue_stats import GraphileWorkerThresholdError
+
+    gw_db.add_job("send_email")
+    gw_db.add_job("send_email", queue="billing")
+
+    def stats(thresholds: object) -> object:
+        return GraphileWorkerQueueStatsOperator(
+            task_id="t", graphile_worker_conn_id=gw_db.conn_id, thresholds=thresholds
+        ).execute({})  # type: ignore[arg-type]
+
+    stats({"by_task": {"send_email": {"ready": 2}}, "by_queue": {"billing": {"total": 1}}})
+    with pytest.raises(GraphileWorkerThresholdError, match=r"by_task\[send_email\]\.ready is 2"):
+        stats('{"by_task": {"send_email": {"ready": 1}}}')
+    with pytest.raises(GraphileWorkerThresholdError, match=r"by_queue\[billing\]\.total is 1"):
+        stats({"by_queue": {"billing": {"total": 0}}, "by_task": {"unknown_task": {"ready": 0}}})
+    with pytest.raises(GraphileWorkerInputError, match=r"by_task\.send_email"):
+        stats({"by_task": {"send_email": {"oldest_ready_age_seconds": 1}}})
