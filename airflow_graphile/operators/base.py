@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_graphile.validation import parse_bool
+from airflow_graphile.validation import parse_bool, parse_duration
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
+
+
+def is_literal(value: Any) -> bool:
+    """True for a value written in the DAG file: no template, no upstream result."""
+    if isinstance(value, str):
+        return "{{" not in value and "{%" not in value
+    if isinstance(value, (list, tuple)):
+        return all(type(item) is int for item in value) or all(is_literal(v) for v in value)
+    if isinstance(value, dict):
+        return all(is_literal(v) for v in value.values())
+    return isinstance(value, (int, float, bool, datetime, timedelta)) or value is None
 
 
 class GraphileWorkerBaseOperator(BaseOperator):
@@ -63,6 +74,25 @@ class GraphileWorkerBaseOperator(BaseOperator):
         self.lock_timeout = lock_timeout
         self.statement_timeout = statement_timeout
         self._hook: GraphileWorkerHook | None = None
+        self.check_literals(
+            dry_run=(dry_run, lambda v: parse_bool(v, "dry_run")),
+            lock_timeout=(lock_timeout, lambda v: parse_duration(v, "lock_timeout")),
+            statement_timeout=(
+                statement_timeout,
+                lambda v: parse_duration(v, "statement_timeout"),
+            ),
+        )
+
+    @staticmethod
+    def check_literals(**checks: tuple[Any, Callable[[Any], object]]) -> None:
+        """Check the arguments given as plain values when the DAG file is parsed.
+
+        A typo in a daily DAG then fails at import, in the DAG's import errors, not at
+        midnight. Templates, XComs and None are checked when the task runs.
+        """
+        for value, check in checks.values():
+            if value is not None and is_literal(value):
+                check(value)
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         # Rendering writes into a heartbeat source object; render a copy, never the one

@@ -16,7 +16,12 @@ from airflow_graphile.heartbeats.check import (
 )
 from airflow_graphile.operators.base import GraphileWorkerBaseOperator
 from airflow_graphile.reports import CleanupReport, short_list
-from airflow_graphile.validation import parse_cleanup_tasks, parse_duration, parse_identifiers
+from airflow_graphile.validation import (
+    parse_batch_size,
+    parse_cleanup_tasks,
+    parse_duration,
+    parse_identifiers,
+)
 
 if TYPE_CHECKING:
     from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
@@ -83,6 +88,19 @@ class GraphileWorkerCleanupOperator(GraphileWorkerBaseOperator):
         self.dead_after = dead_after
         self.permafailed_older_than = permafailed_older_than
         self.batch_size = batch_size
+        self.check_literals(
+            tasks=(tasks, parse_cleanup_tasks),
+            task_identifiers_to_keep=(
+                task_identifiers_to_keep,
+                lambda v: parse_identifiers(v, "task_identifiers_to_keep"),
+            ),
+            dead_after=(dead_after, lambda v: parse_duration(v, "dead_after")),
+            permafailed_older_than=(
+                permafailed_older_than,
+                lambda v: parse_duration(v, "permafailed_older_than"),
+            ),
+            batch_size=(batch_size, parse_batch_size),
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         # Parsed here because this operator decides on them; the hook checks the rest.

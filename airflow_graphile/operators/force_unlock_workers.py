@@ -64,6 +64,13 @@ class GraphileWorkerForceUnlockWorkersOperator(GraphileWorkerRescueDeadWorkersOp
         super().__init__(locker_ids=locker_ids, **kwargs)
         self.heartbeat_source = heartbeat_source
         self.skip_liveness_check = skip_liveness_check
+        self.check_literals(
+            locker_ids=(locker_ids, read_locker_ids),
+            skip_liveness_check=(
+                skip_liveness_check,
+                lambda v: parse_bool(v, "skip_liveness_check"),
+            ),
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         locker_ids = read_locker_ids(self.locker_ids)

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_graphile.exceptions import GraphileWorkerFatalError, GraphileWorkerInputError
-from airflow_graphile.filters import DEFAULT_BATCH_SIZE
-from airflow_graphile.operators.base import GraphileWorkerBaseOperator
+from airflow_graphile.filters import DEFAULT_BATCH_SIZE, parse_job_filter
+from airflow_graphile.operators.base import GraphileWorkerBaseOperator, is_literal
 from airflow_graphile.reports import parse_return_ids
-from airflow_graphile.validation import parse_bool
+from airflow_graphile.validation import parse_batch_size, parse_bool, parse_job_ids
 
 
 class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
@@ -82,6 +82,22 @@ class GraphileWorkerJobsOperator(GraphileWorkerBaseOperator):
         self.duty_cycle = duty_cycle
         self.return_ids = return_ids
         self.fail_if_nothing_changed = fail_if_nothing_changed
+        self.check_literals(
+            job_ids=(job_ids, parse_job_ids),
+            job_filter=(
+                job_filter,
+                # A templated allow_all is only known at run time: check the rest now.
+                lambda v: parse_job_filter(
+                    v, allow_all=allow_all if is_literal(allow_all) else True
+                ),
+            ),
+            batch_size=(batch_size, parse_batch_size),
+            return_ids=(return_ids, parse_return_ids),
+            fail_if_nothing_changed=(
+                fail_if_nothing_changed,
+                lambda v: parse_bool(v, "fail_if_nothing_changed"),
+            ),
+        )
 
     def run_job_function(self, function: str, **arguments: Any) -> dict[str, Any]:
         """Call the hook once, log the summary, return the XCom.

@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from airflow_graphile.operators.jobs import GraphileWorkerJobsOperator
+from airflow_graphile.validation import parse_reason
 
 
 class GraphileWorkerPermanentlyFailJobsOperator(GraphileWorkerJobsOperator):
@@ -33,6 +34,7 @@ class GraphileWorkerPermanentlyFailJobsOperator(GraphileWorkerJobsOperator):
     def __init__(self, *, reason: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.reason = reason
+        self.check_literals(reason=(reason, parse_reason))
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self.run_job_function("permanently_fail_jobs", reason=self.reason)

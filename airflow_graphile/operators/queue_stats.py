@@ -73,7 +73,7 @@ def parse_thresholds(value: Any) -> Thresholds:
     """
     if value in (None, "", {}):
         return Thresholds()
-    value = parse_mapping(value, "thresholds")
+    value = dict(parse_mapping(value, "thresholds"))  # a copy: the groups are taken out
     groups = {group: value.pop(group) for group in GROUPS if group in value}
     parsed = {}
     for group, per_name in groups.items():
@@ -149,6 +149,7 @@ class GraphileWorkerQueueStatsOperator(GraphileWorkerBaseOperator):
     def __init__(self, *, thresholds: dict[str, float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.thresholds = thresholds
+        self.check_literals(thresholds=(thresholds, parse_thresholds))
 
     def execute(self, context: Context) -> dict[str, Any]:
         limits = parse_thresholds(self.thresholds)

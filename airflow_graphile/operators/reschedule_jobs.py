@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import Context
 
 from airflow_graphile.operators.jobs import GraphileWorkerJobsOperator
+from airflow_graphile.validation import parse_run_at_or_delay, parse_smallint
 
 
 class GraphileWorkerRescheduleJobsOperator(GraphileWorkerJobsOperator):
@@ -56,6 +57,12 @@ class GraphileWorkerRescheduleJobsOperator(GraphileWorkerJobsOperator):
         self.priority = priority
         self.attempts = attempts
         self.max_attempts = max_attempts
+        self.check_literals(
+            run_at=(run_at, parse_run_at_or_delay),
+            priority=(priority, lambda v: parse_smallint(v, "priority")),
+            attempts=(attempts, lambda v: parse_smallint(v, "attempts", minimum=0)),
+            max_attempts=(max_attempts, lambda v: parse_smallint(v, "max_attempts", minimum=1)),
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         return self.run_job_function(

@@ -109,6 +109,14 @@ class GraphileWorkerRescueDeadWorkersOperator(GraphileWorkerBaseOperator):
         self.max_workers = max_workers
         self.max_crashes = max_crashes
         self.ignore_pro = ignore_pro
+        self.check_literals(
+            grace=(grace, lambda v: parse_duration(v, "grace")),
+            dead_after=(dead_after, lambda v: parse_duration(v, "dead_after")),
+            missing_is_dead=(missing_is_dead, lambda v: parse_bool(v, "missing_is_dead")),
+            max_workers=(max_workers, parse_max_workers),
+            max_crashes=(max_crashes, lambda v: parse_smallint(v, "max_crashes", minimum=1)),
+            ignore_pro=(ignore_pro, lambda v: parse_bool(v, "ignore_pro")),
+        )
 
     def rule(self) -> LivenessRule:
         return LivenessRule(

@@ -103,11 +103,11 @@ def test_reschedule_errors_name_the_value(
     s = make_selection_of_jobs(gw_db)
     before = snapshot(gw_db)
     arguments = {"job_ids": [s.regular1], **arguments}
-    operator = GraphileWorkerRescheduleJobsOperator(
-        task_id="t", graphile_worker_conn_id=gw_db.conn_id, **arguments
-    )
     with pytest.raises(GraphileWorkerInputError) as error:
-        operator.execute({})  # type: ignore[arg-type]
+        # Literal arguments are checked when the DAG is parsed, templated ones at run.
+        GraphileWorkerRescheduleJobsOperator(
+            task_id="t", graphile_worker_conn_id=gw_db.conn_id, **arguments
+        ).execute({})  # type: ignore[arg-type]
     assert named in str(error.value)
     assert snapshot(gw_db) == before
 
@@ -115,9 +115,9 @@ def test_reschedule_errors_name_the_value(
 def test_permanently_fail_bad_ids_change_nothing(gw_db: GraphileDB) -> None:
     s = make_selection_of_jobs(gw_db)
     before = snapshot(gw_db)
-    operator = GraphileWorkerPermanentlyFailJobsOperator(
-        task_id="t", graphile_worker_conn_id=gw_db.conn_id, job_ids=[s.regular1, "abc"]
-    )
     with pytest.raises(GraphileWorkerInputError, match="'abc'"):
-        operator.execute({})  # type: ignore[arg-type]
+        # Literal arguments are checked when the DAG is parsed, templated ones at run.
+        GraphileWorkerPermanentlyFailJobsOperator(
+            task_id="t", graphile_worker_conn_id=gw_db.conn_id, job_ids=[s.regular1, "abc"]
+        ).execute({})  # type: ignore[arg-type]
     assert snapshot(gw_db) == before

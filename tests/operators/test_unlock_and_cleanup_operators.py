@@ -81,11 +81,11 @@ def test_force_unlock_dry_run_changes_nothing(
 def test_force_unlock_bad_ids_change_nothing(gw_db: GraphileDB, bad: object) -> None:
     _two_crashed_pools(gw_db)
     before = snapshot(gw_db)
-    operator = GraphileWorkerForceUnlockWorkersOperator(
-        task_id="t", graphile_worker_conn_id=gw_db.conn_id, locker_ids=bad
-    )
     with pytest.raises(GraphileWorkerInputError, match=r"^locker_ids: "):
-        operator.execute({})  # type: ignore[arg-type]
+        # Literal arguments are checked when the DAG is parsed, templated ones at run.
+        GraphileWorkerForceUnlockWorkersOperator(
+            task_id="t", graphile_worker_conn_id=gw_db.conn_id, locker_ids=bad
+        ).execute({})  # type: ignore[arg-type]
     assert snapshot(gw_db) == before
 
 
@@ -165,10 +165,10 @@ def test_cleanup_dry_run_and_keep_list(
 def test_cleanup_unknown_task_changes_nothing(gw_db: GraphileDB, tasks: object, named: str) -> None:
     make_selection_of_jobs(gw_db)
     before = snapshot(gw_db)
-    operator = GraphileWorkerCleanupOperator(
-        task_id="t", graphile_worker_conn_id=gw_db.conn_id, tasks=tasks
-    )
     with pytest.raises(GraphileWorkerInputError) as error:
-        operator.execute({})  # type: ignore[arg-type]
+        # Literal arguments are checked when the DAG is parsed, templated ones at run.
+        GraphileWorkerCleanupOperator(
+            task_id="t", graphile_worker_conn_id=gw_db.conn_id, tasks=tasks
+        ).execute({})  # type: ignore[arg-type]
     assert named in str(error.value) and "allowed values" in str(error.value)
     assert snapshot(gw_db) == before
