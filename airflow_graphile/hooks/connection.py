@@ -20,6 +20,7 @@ from psycopg.abc import Buffer
 from psycopg.rows import dict_row
 from psycopg.types.datetime import TimestamptzLoader
 
+from airflow_graphile.exceptions import GraphileWorkerInputError
 from airflow_graphile.hooks import id_array, schema
 from airflow_graphile.hooks.schema import SchemaInfo
 from airflow_graphile.hooks.session import (
@@ -122,7 +123,12 @@ class GraphileWorkerConnection(PostgresHook):
 
     def get_conn(self) -> psycopg.Connection[Any]:
         """A new psycopg 3 connection (not yet tracked for :meth:`cancel`)."""
-        self.conn = psycopg.Connection.connect(**self.connect_kwargs(self.connection))
+        kwargs = self.connect_kwargs(self.connection)
+        try:
+            self.conn = psycopg.Connection.connect(**kwargs)
+        except psycopg.OperationalError as error:
+            raise_if_no_database(error, kwargs.get("dbname"), self.graphile_worker_conn_id)
+            raise
         self.conn.adapters.register_loader("timestamptz", LenientTimestamptzLoader)
         id_array.register(self.conn)
         return self.conn
@@ -195,7 +201,11 @@ class GraphileWorkerConnection(PostgresHook):
         connect arguments, time bounds and schema guards are the sync path's.
         """
         kwargs = await asyncio.to_thread(self.connect_kwargs, connection)
-        conn = await psycopg.AsyncConnection.connect(**kwargs, autocommit=True)
+        try:
+            conn = await psycopg.AsyncConnection.connect(**kwargs, autocommit=True)
+        except psycopg.OperationalError as error:
+            raise_if_no_database(error, kwargs.get("dbname"), self.graphile_worker_conn_id)
+            raise
         conn.adapters.register_loader("timestamptz", LenientTimestamptzLoader)
         id_array.register(conn)
         self._open.add(conn)
@@ -210,6 +220,25 @@ class GraphileWorkerConnection(PostgresHook):
         finally:
             self._open.discard(conn)
             await conn.close()
+
+
+def raise_if_no_database(error: Exception, dbname: Any, conn_id: str) -> None:
+    """A connection naming a database that does not exist is a setting to fix, not retry.
+
+    A common mix-up: Graphile Worker's schema (graphile_worker) in the Database field.
+    """
+    if f'database "{dbname}" does not exist' not in str(error):
+        return
+    hint = (
+        f" If {dbname!r} is Graphile Worker's schema, put the database's name in the "
+        "Database field and the schema in the worker_schema extra."
+        if dbname == DEFAULT_WORKER_SCHEMA or str(dbname).startswith("graphile")
+        else ""
+    )
+    raise GraphileWorkerInputError(
+        f"connection {conn_id!r}: the database {dbname!r} does not exist on this server "
+        f"(the connection's Database field names the database).{hint}"
+    ) from error
 
 
 class LenientTimestamptzLoader(TimestamptzLoader):

@@ -10,7 +10,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from airflow_graphile.exceptions import GraphileWorkerPermissionError, GraphileWorkerSchemaError
+from airflow_graphile.exceptions import (
+    GraphileWorkerInputError,
+    GraphileWorkerPermissionError,
+    GraphileWorkerSchemaError,
+)
 from airflow_graphile.hooks.graphile_worker import GraphileWorkerHook
 from devkit.graphile import GraphileDB, install_schema
 from devkit.postgres import PostgresServer, create_database, drop_database
@@ -146,3 +150,17 @@ def test_a_schema_name_that_is_not_a_plain_identifier_is_quoted(
     assert hook.force_unlock_workers(["test"]).to_xcom()["unlocked_job_ids"] == [s.locked]
     assert hook.cleanup(["DELETE_PERMAFAILED_JOBS"]).removed["DELETE_PERMAFAILED_JOBS"] == 2
     assert sorted(db.jobs()) == [s.locked, s.untouched]
+
+
+def test_the_schema_in_the_database_field_is_explained(
+    gw_db: GraphileDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(gw_db.dsn)
+    uri = urlunsplit(("postgresql", parts.netloc, "/graphile_worker", "", ""))
+    monkeypatch.setenv("AIRFLOW_CONN_GW_MIXED_UP", uri)
+    hook = GraphileWorkerHook(graphile_worker_conn_id="gw_mixed_up")
+    with pytest.raises(GraphileWorkerInputError, match="worker_schema extra") as error:
+        hook.queue_stats()
+    assert "'graphile_worker' does not exist" in str(error.value)
