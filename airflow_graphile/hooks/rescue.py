@@ -91,7 +91,7 @@ INSPECT = sql.SQL(
         select distinct case when a.grantee = 0 then 'PUBLIC'
                              else pg_get_userbyid(a.grantee) end
         from aclexplode(c.relacl) as a
-        where a.privilege_type in ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+        where a.privilege_type in ('INSERT', 'UPDATE')
           and a.grantee <> c.relowner
           and (a.grantee = 0 or pg_get_userbyid(a.grantee) <> all(%(trusted)s::text[]))
         order by 1
@@ -205,7 +205,7 @@ def inspect(tx: Tx, table: HeartbeatTable, trusted_writers: list[str]) -> dict[s
             f"heartbeat table {table}: roles other than its owner ({found['owner']}) may "
             f"write it: {writers}. A row forged by one of them could make a live worker "
             f"look dead, so its heartbeats are not trusted and nothing was unlocked. Revoke "
-            f"it (revoke insert, update, delete, truncate on {table} from {writers}), or, "
+            f"it (revoke insert, update on {table} from {writers}), or, "
             "if they are your workers' roles, list them in trusted_writers."
         )
     return found
