@@ -321,8 +321,9 @@ class GraphileWorkerHook(GraphileWorkerConnection):
     ) -> RescueReport:
         """Unlock the jobs and queues of dead lockers, judged by the liveness rule.
 
-        In one transaction: take each locker's lease if it is free and row-lock its
-        heartbeat row (so neither can change before the commit), judge it by ``rule``
+        In one transaction: take each locker's lease if it is free (so its worker cannot
+        take it back, nor write its row, before the commit), read its heartbeat row,
+        judge it by ``rule``
         (see :mod:`airflow_graphile.liveness`), and for the dead ones: give back the
         attempt the crash used (``last_error`` says which locker died and when), or
         permanently fail a job whose worker died under it ``max_crashes`` times in a row;

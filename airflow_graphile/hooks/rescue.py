@@ -3,7 +3,7 @@
 See :mod:`airflow_graphile.liveness` for the rule. Everything here runs in the
 transaction that unlocks, so a verdict cannot go stale before it is acted on: the
 rescue holds each judged locker's lease (a transaction-level advisory lock) and its
-heartbeat row (FOR UPDATE) until it commits.
+lease a plugin needs before it may write that locker's row again, until it commits.
 """
 
 from __future__ import annotations
@@ -118,9 +118,11 @@ LEASES = sql.SQL(
     " from unnest(%(ids)s::text[]) as ids(id) order by id"
 )
 
-# The rows of the given lockers, row-locked so that a beat landing now waits for the
-# rescue to commit. Ages on the server's clock; silence counted from the server's start
-# (plus an allowance) when it restarted after the last beat.
+# The rows of the given lockers, read without row locks (FOR UPDATE would need UPDATE on
+# the table, which Airflow's role must not have: see inspect()); the lease the rescue
+# holds is what keeps a lease holder from writing its row meanwhile. Ages on the server's
+# clock; silence counted from the server's start (plus an allowance) when it restarted
+# after the last beat.
 BEAT_COLUMNS = sql.SQL(
     "locker_id::text as locker_id, {lease} as lease, last_beat_at,"
     " extract(epoch from clock_timestamp() - last_beat_at)::float8 as age_seconds,"
@@ -128,7 +130,7 @@ BEAT_COLUMNS = sql.SQL(
     " pg_postmaster_start_time() + %(allowance)s::interval))::float8 as silent_seconds"
 )
 ROWS = sql.SQL(
-    "select {columns} from {table} where locker_id = any(%(ids)s::text[]) order by locker_id{lock}"
+    "select {columns} from {table} where locker_id = any(%(ids)s::text[]) order by locker_id"
 )
 ALL_LOCKERS = sql.SQL("select locker_id::text as locker_id from {table} order by 1")
 DELETE_ROWS = sql.SQL("delete from {table} where locker_id = any(%(ids)s::text[])")
@@ -222,25 +224,14 @@ def _lock(tx: Tx) -> sql.SQL:
 
 
 def facts(tx: Tx, ids: list[str], table: HeartbeatTable, found: dict[str, Any]) -> list[Facts]:
-    """Take each locker's lease if it is free and read its heartbeat row.
-
-    Rows of lockers whose lease is free are row-locked, so that a beat landing now waits
-    for the commit; a lease held by someone else already means alive, so those rows are
-    only read (their workers keep beating).
-    """
+    """Take each locker's lease if it is free, then read its heartbeat row."""
     found_leases = tx.all(LEASES, {"ns": LEASE_NAMESPACE, "ids": ids})
     free = {r["locker_id"]: bool(r["lease_free"]) for r in found_leases}
     rows: dict[str, dict[str, Any]] = {}
     if found["present"]:
-        columns = _beat_columns(found)
-        for group, lock in (
-            ([i for i in ids if free.get(i)], _lock(tx)),
-            ([i for i in ids if not free.get(i)], sql.SQL("")),
-        ):
-            if group:
-                statement = ROWS.format(columns=columns, table=table.identifier, lock=lock)
-                for row in tx.all(statement, {"ids": group, "allowance": RESTART_ALLOWANCE}):
-                    rows.setdefault(row["locker_id"], row)
+        statement = ROWS.format(columns=_beat_columns(found), table=table.identifier)
+        for row in tx.all(statement, {"ids": ids, "allowance": RESTART_ALLOWANCE}):
+            rows.setdefault(row["locker_id"], row)
     return [_facts(i, free.get(i, False), rows.get(i)) for i in ids]
 
 

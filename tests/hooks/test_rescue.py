@@ -98,3 +98,32 @@ def test_the_override_needs_named_lockers(hook: GraphileWorkerHook) -> None:
         hook.rescue_dead_lockers(None, skip_liveness_check=True)
     with pytest.raises(GraphileWorkerInputError, match="heartbeat_table"):
         hook.rescue_dead_lockers(heartbeat_table="a.b.c")
+
+
+def test_a_role_with_select_and_delete_on_the_heartbeat_table_can_rescue(
+    gw_db: GraphileDB, hook: GraphileWorkerHook, heartbeats: Callable[..., None]
+) -> None:
+    """What the README grants Airflow: the schema's tables, and SELECT, DELETE on beats."""
+    dead = _locked(gw_db, "pool-dead")
+    heartbeats("pool-dead", ago=timedelta(minutes=5))
+    role = f"airflow_{gw_db.dbname}"
+    owner = sql.Identifier(role)
+    gw_db.query(sql.SQL("create role {} bypassrls").format(owner))
+    try:
+        gw_db.query(
+            sql.SQL(
+                "grant usage on schema {schema} to {role};"
+                " grant select, update, delete on all tables in schema {schema} to {role};"
+                " grant execute on all functions in schema {schema} to {role};"
+                " grant select, delete on {beats} to {role}"
+            ).format(schema=sql.Identifier(gw_db.schema), role=owner, beats=HEARTBEATS)
+        )
+        with gw_db.connect() as conn:
+            conn.execute(sql.SQL("set role {}").format(owner))
+            hook.get_conn = lambda: conn  # type: ignore[method-assign]
+            conn.close = lambda: None  # type: ignore[method-assign]
+            report = hook.rescue_dead_lockers()
+        assert report.given_back == [dead], report.summary()
+        assert "pool-dead" not in gw_db.heartbeats()
+    finally:
+        gw_db.query(sql.SQL("drop owned by {role}; drop role {role}").format(role=owner))
