@@ -12,7 +12,9 @@ const LEASE_CLASS = 1735879795;
 const TRIGGER_NAME = "airflow_graphile_db_clock";
 const FUNCTION_NAME = "airflow_graphile_heartbeat_clock";
 
-// Only the database's clock goes into the table, whatever a writer sends.
+// Only the database's clock goes into the table, whatever a writer sends; and a row
+// says "lease" only when the session writing it holds that locker's lease, so no other
+// writer can put a worker under the lease rule's short grace.
 const CLOCK_SOURCE = `
 begin
   new.last_beat_at := now();
@@ -20,6 +22,15 @@ begin
     new.started_at := now();
   else
     new.started_at := old.started_at;
+  end if;
+  if new.lease and not exists (
+    select from pg_locks
+    where locktype = 'advisory' and granted and pid = pg_backend_pid()
+      and database = (select oid from pg_database where datname = current_database())
+      and classid = ${LEASE_CLASS}::oid and objid = hashtext(new.locker_id)::oid
+      and objsubid = 2
+  ) then
+    new.lease := false;
   end if;
   return new;
 end

@@ -305,3 +305,25 @@ def test_a_worker_returning_during_the_rescue_is_never_both_alive_and_rescued(
     """Its lease session was cut while it was paused; it resumes as the rescue runs."""
     for delay in (0.0, 0.05, 0.3):
         _return_during_rescue(gw_db, hook, workers, delay)
+
+
+def test_only_the_lease_holder_can_mark_a_row_as_leased(
+    gw_db: GraphileDB, workers: ExitStack
+) -> None:
+    """The plugin's trigger: anyone else writing lease = true gets lease = false stored."""
+    db = gw_db
+    worker, locker, _ = _holding_one_job(db, workers, "mine")
+    db.query(
+        sql.SQL(
+            "insert into {} (locker_id, host, pid, last_beat_at, lease)"
+            " values ('pool-forged', 'x', 1, '2000-01-01', true)"
+        ).format(HEARTBEATS)
+    )
+    db.query(
+        sql.SQL("update {} set lease = true where locker_id = %s").format(HEARTBEATS), [locker]
+    )
+    beats = db.heartbeats()
+    assert beats["pool-forged"]["lease"] is False
+    assert beats["pool-forged"]["last_beat_at"].year > 2000
+    # The worker's own next beat (from the session holding its lease) says lease again.
+    worker.wait(lambda: db.heartbeats()[locker]["lease"], timeout=5, what="the worker's beat")
