@@ -33,7 +33,11 @@ SUITE: dict[str, tuple[str, list[str], list[str]]] = {
         [],
         ["--jobs", "100000", "--repeat", "5"],
     ),
-    "rescue_time": ("crash rescue: kill -9 to jobs running again", [], ["--trials", "1"]),
+    "rescue_time": (
+        "crash rescue, both rescue DAGs: kill -9 to jobs running again; runs per healthy hour",
+        [],
+        ["--trials", "1", "--healthy-minutes", "1"],
+    ),
 }
 
 

@@ -277,3 +277,136 @@ def test_find_job_ids_returns_what_a_filter_selects(
         hook.find_job_ids({"states": ["ready"]}, limit=0)
     with pytest.raises(GraphileWorkerInputError, match="last_error_pattern"):
         hook.find_job_ids({"last_error_pattern": "(("})
+
+
+def _paced_run(
+    gw_db: GraphileDB,
+    hook: GraphileWorkerHook,
+    monkeypatch: pytest.MonkeyPatch,
+    duty_cycle: float,
+) -> tuple[Any, list[float], list[float], list[tuple[str, Any]]]:
+    """run_batches with a fake sleep: the report, the pauses asked for, each batch's
+    statement time, and what the session's transaction state was during each pause."""
+    from airflow_graphile.filters import parse_job_filter
+    from airflow_graphile.hooks import bulk, job_functions
+    from airflow_graphile.reports import BulkReport
+
+    job_filter = parse_job_filter({"task_identifiers": ["bulk"]})
+    call = job_functions.job_call("reschedule_jobs", {"priority": 4})
+    report = BulkReport(
+        "reschedule_jobs", job_filter.to_dict(), dry_run=False, batch_size=100,
+        duty_cycle=duty_cycle,
+    )  # fmt: skip
+    pauses: list[float] = []
+    statements: list[float] = []
+    seen: list[tuple[str, Any]] = []
+    with (
+        psycopg.connect(gw_db.dsn, autocommit=True) as admin,
+        hook.transaction(autocommit=True) as tx,
+    ):
+        up_to = bulk.start(tx, job_filter, report)
+        pid = tx.cur.connection.info.backend_pid
+        one = tx.one
+
+        def timed_one(statement: Any, params: Any = None) -> Any:
+            began = time.monotonic()
+            try:
+                return one(statement, params)
+            finally:
+                statements.append(time.monotonic() - began)
+
+        def fake_sleep(seconds: float) -> None:
+            row = admin.execute(
+                "select state, backend_xid from pg_stat_activity where pid = %s", [pid]
+            ).fetchone()
+            assert row is not None
+            seen.append((row[0], row[1]))
+            assert tx.cur.connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            pauses.append(seconds)
+
+        monkeypatch.setattr(tx, "one", timed_one)
+        bulk.run_batches(tx, job_filter, call, report, up_to, sleep=fake_sleep)
+    return report, pauses, statements, seen
+
+
+def test_the_duty_cycle_pauses_between_batches_with_no_transaction_open(
+    gw_db: GraphileDB, hook: GraphileWorkerHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _many(gw_db, 1_000, "bulk")
+    report, pauses, statements, seen = _paced_run(gw_db, hook, monkeypatch, 0.25)
+
+    assert (report.processed, report.changed, report.batches) == (1_000, 1_000, 11)
+    # A pause after each batch but the last (the empty one that ends the run), three
+    # times as long as the batch took at duty_cycle 0.25: t * (1 - d) / d.
+    assert len(statements) == 11 and len(pauses) == 10
+    for pause, took in zip(pauses, statements[:10], strict=True):
+        assert pause == pytest.approx(took * 3, rel=0.1, abs=0.003)
+    assert sum(pauses) == pytest.approx(sum(statements[:10]) * 3, rel=0.05, abs=0.01)
+    assert report.paused_seconds == pytest.approx(sum(pauses))
+    # Between batches the session is idle: no transaction, no transaction id.
+    assert seen == [("idle", None)] * 10
+    assert {job["priority"] for job in gw_db.jobs().values()} == {4}
+
+
+def test_duty_cycle_one_never_pauses(
+    gw_db: GraphileDB, hook: GraphileWorkerHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _many(gw_db, 500, "bulk")
+    report, pauses, _statements, _seen = _paced_run(gw_db, hook, monkeypatch, 1.0)
+    assert (report.changed, report.batches) == (500, 6)
+    assert pauses == [] and report.paused_seconds == 0
+    assert "paused" not in report.summary()
+
+
+def test_the_hook_paces_by_its_duty_cycle_and_reports_the_pauses(
+    gw_db: GraphileDB, hook: GraphileWorkerHook
+) -> None:
+    from airflow_graphile.hooks import bulk
+
+    _many(gw_db, 600, "bulk")
+    flat = hook.run_job_function_on_filter(
+        "reschedule_jobs", {"task_identifiers": ["bulk"]}, batch_size=100, priority=1,
+        duty_cycle=1,
+    )  # fmt: skip
+    assert (flat.changed, flat.duty_cycle, flat.paused_seconds) == (600, 1.0, 0.0)
+
+    paced = hook.run_job_function_on_filter(
+        "reschedule_jobs", {"task_identifiers": ["bulk"]}, batch_size=100, priority=2,
+        duty_cycle="0.5",
+    )  # fmt: skip
+    assert (paced.changed, paced.duty_cycle) == (600, 0.5)
+    # At 0.5 the run pauses as long as its batches took: at most half of its time.
+    assert 0 < paced.paused_seconds < paced.seconds / 2
+    xcom = paced.to_xcom()
+    assert (xcom["duty_cycle"], xcom["paused_seconds"]) == (0.5, round(paced.paused_seconds, 3))
+    assert "paused between batches (duty_cycle 0.5)" in paced.summary()
+
+    default = hook.run_job_function_on_filter(
+        "reschedule_jobs", {"task_identifiers": ["bulk"]}, priority=3
+    )
+    assert default.duty_cycle == bulk.DEFAULT_DUTY_CYCLE
+    assert default.changed == 600
+
+
+def test_a_pause_is_bounded() -> None:
+    from airflow_graphile.hooks import bulk
+
+    assert bulk.pause_after(0.04, 0.25) == pytest.approx(0.12)
+    assert bulk.pause_after(0.04, 1.0) == 0
+    assert bulk.pause_after(60.0, 0.1) == bulk.MAX_PAUSE_SECONDS
+
+
+@pytest.mark.parametrize(
+    "value", [0, -0.5, 1.5, "abc", "0", "nan", float("inf"), True, [0.5], "1.01"]
+)
+def test_bad_duty_cycles_are_refused_naming_the_argument(
+    gw_db: GraphileDB, hook: GraphileWorkerHook, value: Any
+) -> None:
+    _zoo(gw_db)
+    before = snapshot(gw_db)
+    with pytest.raises(GraphileWorkerInputError) as error:
+        hook.run_job_function_on_filter(
+            "complete_jobs", {"task_identifiers": ["charge"]}, duty_cycle=value
+        )
+    assert str(error.value).startswith(f"duty_cycle: {value!r} is not a number greater than 0")
+    assert snapshot(gw_db) == before
